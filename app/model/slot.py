@@ -1,0 +1,316 @@
+"""A seed slot: one position in the host where a seed lives through its lifecycle.
+
+The slot owns the seed module, its stage and the numbers the lifecycle decisions rest on
+(epochs per stage, alpha, accuracy at germination and at blending start, the measured
+counterfactual contribution). The trainer drives it with `step_epoch` once per epoch; the
+controller acts on it with `germinate`, `fossilize` and `cull`. Every transition is checked
+against the contract's transition table and reported as a domain event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from app import telemetry
+from app.contracts.events import EventType, TelemetryEvent
+from app.contracts.stages import SeedStage, can_transition
+from app.model.blueprints import build_seed, count_params
+
+# Stages in which the seed's output is mixed into the host's forward pass.
+CONTRIBUTING_STAGES = frozenset(
+    {SeedStage.BLENDING, SeedStage.SHADOWING, SeedStage.PROBATIONARY, SeedStage.FOSSILIZED}
+)
+
+
+class InvalidTransitionError(RuntimeError):
+    """A lifecycle step the contract's transition table forbids (a bug in the slot)."""
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    """How long each automatic stage lasts (in epochs) and what fossilization requires.
+
+    Blending runs `blending_epochs` epochs with alpha 1/n, 2/n, ..., 1, so every blending
+    epoch trains the seed. `min_fossilize_improvement` is in percentage points of
+    counterfactual contribution (val accuracy with the seed minus without it).
+    """
+
+    training_epochs: int = 3
+    blending_epochs: int = 5
+    shadowing_epochs: int = 1
+    probation_max_epochs: int = 5
+    embargo_epochs: int = 3
+    min_fossilize_improvement: float = 0.5
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name.endswith("_epochs") and value < 1:
+                raise ValueError(f"SlotConfig.{item.name} must be at least 1, got {value}")
+
+
+@dataclass
+class SeedState:
+    """The slot's view of its current seed; accuracies are percentages, deltas in pp.
+
+    `latest_accuracy` is the last val accuracy the trainer reported, seed or not, so that a
+    germination can record the accuracy it starts from.
+    """
+
+    stage: SeedStage = SeedStage.DORMANT
+    seed_id: str | None = None
+    blueprint_id: str | None = None
+    alpha: float = 0.0
+    epochs_in_stage: int = 0
+    epochs_total: int = 0
+    params: int = 0
+    latest_accuracy: float = 0.0
+    accuracy_at_germination: float = 0.0
+    accuracy_at_blending_start: float | None = None
+    last_counterfactual: float | None = None
+
+    @property
+    def improvement(self) -> float:
+        return self.latest_accuracy - self.accuracy_at_germination
+
+    @property
+    def blending_delta(self) -> float:
+        if self.accuracy_at_blending_start is None:
+            return 0.0
+        return self.latest_accuracy - self.accuracy_at_blending_start
+
+    @property
+    def counterfactual(self) -> float:
+        """The last measured contribution; 0 before one is measured, when alpha was 0."""
+        return 0.0 if self.last_counterfactual is None else self.last_counterfactual
+
+
+class SeedSlot(nn.Module):
+    """One seed position in the host, e.g. `block2_post`, and the seed's lifecycle."""
+
+    seed: nn.Module | None
+    _anchor: Tensor
+
+    def __init__(
+        self, slot_id: str, channels: int, env_id: int | None, config: SlotConfig | None = None
+    ) -> None:
+        super().__init__()
+        self.slot_id = slot_id
+        self.channels = channels
+        self.env_id = env_id
+        self.config = config or SlotConfig()
+        self.register_module("seed", None)
+        # Follows the host's device and dtype so a new seed is built where the host lives.
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
+        self._state = SeedState()
+        self._epoch: int | None = None
+        self._disabled = False
+
+    @property
+    def state(self) -> SeedState:
+        """A copy of the seed's state; changing it does not change the slot."""
+        return replace(self._state)
+
+    @property
+    def stage(self) -> SeedStage:
+        return self._state.stage
+
+    @property
+    def seed_id(self) -> str | None:
+        return self._state.seed_id
+
+    @property
+    def alpha(self) -> float:
+        return self._state.alpha
+
+    @property
+    def is_active(self) -> bool:
+        """Whether a live, not yet permanent seed occupies the slot (it may be culled)."""
+        return can_transition(self._state.stage, SeedStage.CULLED)
+
+    @property
+    def contributes(self) -> bool:
+        """Whether the seed's output reaches the host's logits, so a counterfactual (val
+        accuracy with the seed disabled) is worth measuring."""
+        return self.seed is not None and self._state.stage in CONTRIBUTING_STAGES
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Run the host as if the slot were empty, to measure the counterfactual."""
+        previous, self._disabled = self._disabled, True
+        try:
+            yield
+        finally:
+            self._disabled = previous
+
+    def forward(self, h: Tensor) -> Tensor:
+        """The slot's output for the host: h, or h + alpha * seed(h) once the seed blends."""
+        if self._disabled or self.seed is None or not self.contributes:
+            return h
+        contribution: Tensor = self.seed(h)
+        return h + self._state.alpha * contribution
+
+    def isolated(self, h: Tensor) -> Tensor | None:
+        """The seed's own path while TRAINING, on detached activations: its loss can reach
+        the seed's parameters but nothing upstream in the host."""
+        if self._disabled or self.seed is None or self._state.stage != SeedStage.TRAINING:
+            return None
+        z = h.detach()
+        contribution: Tensor = self.seed(z)
+        return z + contribution
+
+    def germinate(self, blueprint_id: str, seed_id: str) -> bool:
+        """Grow a seed in an empty (DORMANT) slot and start training it; False otherwise.
+
+        Raises ValueError for an unknown blueprint.
+        """
+        if not can_transition(self._state.stage, SeedStage.GERMINATED):
+            return False
+        seed = build_seed(blueprint_id, self.channels)
+        self.seed = seed.to(device=self._anchor.device, dtype=self._anchor.dtype)
+        self.seed.train(self.training)
+        params = count_params(seed)
+        self._state = SeedState(
+            stage=SeedStage.GERMINATED,
+            seed_id=seed_id,
+            blueprint_id=blueprint_id,
+            params=params,
+            latest_accuracy=self._state.latest_accuracy,
+            accuracy_at_germination=self._state.latest_accuracy,
+        )
+        self._emit(
+            EventType.SEED_GERMINATED,
+            f"Seed {seed_id} germinated ({blueprint_id}, {params} params)",
+            {"blueprint_id": blueprint_id, "seed_id": seed_id, "params": params},
+        )
+        self._transition(SeedStage.TRAINING)
+        return True
+
+    def step_epoch(
+        self,
+        val_accuracy: float,
+        counterfactual_accuracy: float | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        """Account for one finished epoch and make the automatic transitions it earns.
+
+        `counterfactual_accuracy` is the val accuracy with the seed disabled, measured by
+        the trainer while `contributes` is true; `epoch` is the host epoch, put on events.
+        """
+        if epoch is not None:
+            self._epoch = epoch
+        state = self._state
+        state.latest_accuracy = val_accuracy
+        if state.stage in (SeedStage.DORMANT, SeedStage.FOSSILIZED):
+            return
+        state.epochs_in_stage += 1
+        if self.seed is not None:
+            state.epochs_total += 1
+            if counterfactual_accuracy is not None:
+                state.last_counterfactual = val_accuracy - counterfactual_accuracy
+        self._advance()
+
+    def fossilize(self) -> bool:
+        """Make a PROBATIONARY seed permanent if its counterfactual contribution reaches
+        the configured minimum; otherwise change nothing and return False."""
+        state = self._state
+        if not can_transition(state.stage, SeedStage.FOSSILIZED):
+            return False
+        measured = state.last_counterfactual
+        if measured is None or measured < self.config.min_fossilize_improvement:
+            return False
+        epochs_in_stage = state.epochs_in_stage
+        self._transition(SeedStage.FOSSILIZED)
+        self._emit(
+            EventType.SEED_FOSSILIZED,
+            f"Seed {state.seed_id} fossilized",
+            {
+                "blueprint_id": state.blueprint_id,
+                "seed_id": state.seed_id,
+                "improvement": state.improvement,
+                "blending_delta": state.blending_delta,
+                "counterfactual": state.counterfactual,
+                "params_added": state.params,
+                "epochs_total": state.epochs_total,
+                "epochs_in_stage": epochs_in_stage,
+            },
+        )
+        return True
+
+    def cull(self, reason: str) -> bool:
+        """Remove a live seed from the host and start the embargo; False if none is live."""
+        state = self._state
+        if not can_transition(state.stage, SeedStage.CULLED):
+            return False
+        epochs_in_stage = state.epochs_in_stage
+        self._transition(SeedStage.CULLED)
+        self.seed = None
+        state.alpha = 0.0
+        self._emit(
+            EventType.SEED_CULLED,
+            f"Seed {state.seed_id} culled ({reason})",
+            {
+                "reason": reason,
+                "blueprint_id": state.blueprint_id,
+                "seed_id": state.seed_id,
+                "improvement": state.improvement,
+                "blending_delta": state.blending_delta,
+                "counterfactual": state.counterfactual,
+                "epochs_total": state.epochs_total,
+                "epochs_in_stage": epochs_in_stage,
+            },
+        )
+        return True
+
+    def _advance(self) -> None:
+        """The automatic transition, if any, that the epoch just counted has earned."""
+        state, config = self._state, self.config
+        done = state.epochs_in_stage
+        if state.stage == SeedStage.TRAINING and done >= config.training_epochs:
+            state.accuracy_at_blending_start = state.latest_accuracy
+            self._transition(SeedStage.BLENDING)
+            state.alpha = 1.0 / config.blending_epochs
+        elif state.stage == SeedStage.BLENDING:
+            state.alpha = min(1.0, (done + 1) / config.blending_epochs)
+            if done >= config.blending_epochs:
+                self._transition(SeedStage.SHADOWING)
+        elif state.stage == SeedStage.SHADOWING and done >= config.shadowing_epochs:
+            self._transition(SeedStage.PROBATIONARY)
+        elif state.stage == SeedStage.PROBATIONARY and done >= config.probation_max_epochs:
+            self.cull("probation_timeout")
+        elif state.stage == SeedStage.CULLED:
+            self._transition(SeedStage.EMBARGOED)
+        elif state.stage == SeedStage.EMBARGOED and done >= config.embargo_epochs:
+            self._transition(SeedStage.DORMANT)
+            self._state = SeedState(latest_accuracy=state.latest_accuracy)
+
+    def _transition(self, target: SeedStage) -> None:
+        state = self._state
+        source = state.stage
+        if not can_transition(source, target):
+            raise InvalidTransitionError(f"seed stage {source.name} cannot become {target.name}")
+        state.stage = target
+        state.epochs_in_stage = 0
+        self._emit(
+            EventType.SEED_STAGE_CHANGED,
+            f"Seed {state.seed_id}: {source.name} -> {target.name}",
+            {"from": source.name, "to": target.name},
+        )
+
+    def _emit(self, event_type: EventType, message: str, data: dict[str, Any]) -> None:
+        telemetry.emit(
+            TelemetryEvent(
+                event_type=event_type,
+                message=message,
+                data={**data, "env_id": self.env_id},
+                seed_id=self._state.seed_id,
+                slot_id=self.slot_id,
+                epoch=self._epoch,
+            )
+        )
