@@ -24,6 +24,11 @@ def set_event_handler(handler: EventHandler | None) -> None:
     _handler = handler
 
 
+def event_handler() -> EventHandler | None:
+    """The installed handler, so that a scoped installation can put the previous one back."""
+    return _handler
+
+
 def set_level(level: TelemetryLevel) -> None:
     global _level
     _level = level

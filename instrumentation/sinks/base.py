@@ -1,0 +1,32 @@
+"""The interface every telemetry sink implements, modelled on OpenTelemetry's exporters."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from app.contracts.events import TelemetryEvent
+
+
+class TelemetrySink(Protocol):
+    """One destination for domain events; the hub isolates each sink's failures.
+
+    Kept this small so that a new output (an OTel adapter, a test recorder) needs no base
+    class: any object with these members can be handed to the hub.
+    """
+
+    @property
+    def name(self) -> str:
+        """Identifies the sink in log messages and in the sink-error metric's label."""
+        ...
+
+    def emit(self, event: TelemetryEvent) -> None:
+        """Take one event; may buffer it, and may raise (the hub counts the failure)."""
+        ...
+
+    def flush(self) -> None:
+        """Push anything buffered to its destination."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources; called once at shutdown, must tolerate a repeat."""
+        ...
