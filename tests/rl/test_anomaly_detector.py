@@ -1,0 +1,244 @@
+"""Anomaly detector, its warning events, and the telemetry escalation it drives."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from app import telemetry
+from app.contracts.events import EventType, Severity, TelemetryEvent, TelemetryLevel
+from app.rl.anomaly import (
+    AnomalyDetector,
+    AnomalyThresholds,
+    TelemetryEscalation,
+    anomaly_event,
+    report,
+)
+from app.rl.ppo import PPOAgent, PPOConfig, PPOUpdateMetrics
+
+REQUIRED_DATA = {
+    "anomaly_type",
+    "detail",
+    "ratio_max",
+    "ratio_min",
+    "explained_variance",
+    "train_steps",
+    "approx_kl",
+    "clip_fraction",
+    "entropy",
+}
+
+HEALTHY = PPOUpdateMetrics(
+    policy_loss=0.001,
+    value_loss=0.5,
+    entropy=1.2,
+    entropy_coef=0.05,
+    approx_kl=0.004,
+    clip_fraction=0.02,
+    ratio_mean=1.0,
+    ratio_max=1.14,
+    ratio_min=0.84,
+    ratio_std=0.03,
+    explained_variance=0.6,
+    early_stop_epoch=None,
+    grad_norm=0.8,
+    has_nan=False,
+    has_inf=False,
+    train_steps=7,
+    layer_grad_stats=None,
+)
+
+
+def unhealthy(**changes) -> PPOUpdateMetrics:
+    return dataclasses.replace(HEALTHY, **changes)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[TelemetryEvent] = []
+
+    def emit(self, event: TelemetryEvent) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture
+def recorder():
+    """Install a recording event handler for one test, then restore the global state."""
+    handler, level = Recorder(), telemetry.current_level()
+    telemetry.set_event_handler(handler)
+    telemetry.set_level(TelemetryLevel.MINIMAL)
+    yield handler
+    telemetry.set_event_handler(None)
+    telemetry.set_level(level)
+
+
+def test_healthy_update_has_no_anomalies():
+    assert AnomalyDetector().check(HEALTHY) == []
+
+
+CASES = {
+    "ratio_explosion": (
+        {"ratio_max": 7.21},
+        EventType.RATIO_EXPLOSION_DETECTED,
+        "ratio_max=7.210 > 5.0",
+    ),
+    "ratio_collapse": (
+        {"ratio_min": 0.042},
+        EventType.RATIO_COLLAPSE_DETECTED,
+        "ratio_min=0.042 < 0.1",
+    ),
+    "value_collapse": (
+        {"explained_variance": 0.003286898136138916},  # from the legacy log
+        EventType.VALUE_COLLAPSE_DETECTED,
+        "explained_variance=0.003 < 0.1",
+    ),
+    "numerical_instability": (
+        {"has_nan": True},
+        EventType.NUMERICAL_INSTABILITY_DETECTED,
+        "NaN in losses, ratios or gradients; those minibatches skipped",
+    ),
+    "gradient_pathology-vanishing": (
+        {"grad_norm": 3e-9},
+        EventType.GRADIENT_PATHOLOGY_DETECTED,
+        "grad_norm=3e-09 < 1e-07",
+    ),
+    "gradient_pathology-exploding": (
+        {"grad_norm": 250.0},
+        EventType.GRADIENT_PATHOLOGY_DETECTED,
+        "grad_norm=250.000 > 100.0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_anomaly_becomes_a_complete_warning_event(case, recorder):
+    changes, event_type, detail = CASES[case]
+    metrics = unhealthy(**changes)
+
+    anomalies = AnomalyDetector().check(metrics)
+    events = report(anomalies, metrics)
+
+    assert [(a.anomaly_type, a.event_type, a.detail) for a in anomalies] == [
+        (case.split("-")[0], event_type, detail)
+    ]
+    assert recorder.events == events
+    (event,) = events
+    assert event.event_type == event_type
+    assert event.severity == Severity.WARNING
+    assert event.data.keys() >= REQUIRED_DATA
+    assert event.data["anomaly_type"] == case.split("-")[0]
+    assert event.data["detail"] == detail
+    assert event.data["train_steps"] == 7
+    for key in ("ratio_max", "ratio_min", "explained_variance", "approx_kl", "clip_fraction"):
+        assert event.data[key] == getattr(metrics, key)
+    assert event.data["entropy"] == metrics.entropy
+    assert event.data["grad_norm"] == metrics.grad_norm
+
+
+def test_inf_is_named_in_the_detail():
+    (anomaly,) = AnomalyDetector().check(unhealthy(has_nan=True, has_inf=True))
+
+    assert anomaly.detail.startswith("NaN and Inf in")
+
+
+def test_nan_statistics_are_reported_once_and_kept_as_float_nan():
+    nan = math.nan
+    metrics = unhealthy(has_nan=True, ratio_max=nan, ratio_min=nan, grad_norm=nan)
+
+    (anomaly,) = AnomalyDetector().check(metrics)
+    event = anomaly_event(anomaly, metrics)
+
+    assert anomaly.anomaly_type == "numerical_instability"
+    assert isinstance(event.data["ratio_max"], float)
+    assert math.isnan(event.data["ratio_max"])
+
+
+def test_several_anomalies_in_one_update():
+    metrics = unhealthy(ratio_max=9.0, ratio_min=0.01, explained_variance=-0.5)
+
+    kinds = [a.anomaly_type for a in AnomalyDetector().check(metrics)]
+
+    assert kinds == ["ratio_explosion", "ratio_collapse", "value_collapse"]
+
+
+def test_custom_thresholds_change_the_outcome():
+    strict = AnomalyDetector(AnomalyThresholds(ratio_explosion=1.1, grad_exploding=0.5))
+    lenient = AnomalyDetector(AnomalyThresholds(value_collapse=-1.0, ratio_collapse=0.01))
+    metrics = unhealthy(explained_variance=0.05, ratio_min=0.05)
+
+    assert [a.anomaly_type for a in strict.check(HEALTHY)] == [
+        "ratio_explosion",
+        "gradient_pathology",
+    ]
+    assert lenient.check(metrics) == []
+    assert len(AnomalyDetector().check(metrics)) == 2
+
+
+def test_detector_emits_nothing_by_itself(recorder):
+    AnomalyDetector().check(unhealthy(ratio_max=9.0))
+
+    assert recorder.events == []
+
+
+def test_escalation_lasts_the_configured_number_of_updates():
+    escalation = TelemetryEscalation(TelemetryLevel.NORMAL, updates=2)
+    levels = [escalation.level]
+    escalation.escalate()
+    for _ in range(3):
+        levels.append(escalation.level)
+        escalation.tick()
+    levels.append(escalation.level)
+
+    assert levels == [
+        TelemetryLevel.NORMAL,
+        TelemetryLevel.DEBUG,
+        TelemetryLevel.DEBUG,
+        TelemetryLevel.NORMAL,
+        TelemetryLevel.NORMAL,
+    ]
+
+
+def test_new_anomaly_restarts_the_escalation():
+    escalation = TelemetryEscalation(TelemetryLevel.MINIMAL, updates=2)
+    escalation.escalate()
+    escalation.tick()
+    escalation.escalate()
+    escalation.tick()
+
+    assert escalation.level == TelemetryLevel.DEBUG
+    escalation.tick()
+    assert escalation.level == TelemetryLevel.MINIMAL
+
+
+def test_escalation_never_turns_telemetry_on():
+    escalation = TelemetryEscalation(TelemetryLevel.OFF, updates=3)
+    escalation.escalate()
+
+    assert escalation.level == TelemetryLevel.OFF
+
+
+def test_anomaly_escalates_next_update_to_layer_stats(memory_bandit, collect, recorder):
+    """The training-loop wiring: an anomalous update makes the next ones collect DEBUG detail."""
+    # An untrained critic explains little: leave value collapse out of this wiring test.
+    thresholds = AnomalyThresholds(value_collapse=-math.inf, escalation_updates=1)
+    detector = AnomalyDetector(thresholds)
+    escalation = TelemetryEscalation(TelemetryLevel.MINIMAL, thresholds.escalation_updates)
+    agent = PPOAgent(memory_bandit.obs_dim, memory_bandit.num_actions, PPOConfig(), recurrent=True)
+    layer_stats_seen = []
+    for update in range(3):
+        buffer = collect(agent, memory_bandit)
+        if update == 0:
+            buffer.rewards[-1, 0] = math.nan
+        debug = escalation.level >= TelemetryLevel.DEBUG
+        metrics = agent.update(buffer, collect_layer_stats=debug)
+        layer_stats_seen.append(metrics.layer_grad_stats is not None)
+        escalation.tick()
+        anomalies = detector.check(metrics)
+        report(anomalies, metrics)
+        if anomalies:
+            escalation.escalate()
+
+    assert layer_stats_seen == [False, True, False]
+    assert recorder.events[0].event_type == EventType.NUMERICAL_INSTABILITY_DETECTED
