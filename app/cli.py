@@ -1,0 +1,243 @@
+"""The `esper` command line: `esper train` runs a morphogenetic training job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import torch
+from opentelemetry import trace
+from tqdm import tqdm
+
+from app.contracts.events import TelemetryLevel
+from app.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from app.training.config import CONTROLLERS, RunConfig
+from app.training.datasets import DATASETS, DatasetError, load_dataset
+from app.training.progress import ProgressThresholds
+from app.training.vectorized import BatchResult, VectorizedTrainer
+from instrumentation.hub import TelemetryHub, installed
+from instrumentation.sinks import ConsoleSink, JsonlSink
+
+USAGE_ERROR = 2
+tracer = trace.get_tracer("esper.cli")
+
+
+class UsageError(Exception):
+    """Bad input found before training starts; exits with code 2 and one line."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; unwinds like Ctrl-C so that every sink is flushed."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _bounded(kind: Callable[[str], Any], low: float, name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {low}, got {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="esper", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = commands.add_parser("train", help="train hosts and their seed controller")
+    add = train.add_argument
+    add("--controller", choices=CONTROLLERS, default="ppo")
+    add("--recurrent", action="store_true", help="LSTM policy instead of feedforward")
+    add("--envs", type=_bounded(int, 1, "--envs"), default=4, help="parallel environments")
+    add("--episodes", type=_bounded(int, 1, "--episodes"), default=32, help="total episodes")
+    add("--max-epochs", type=_bounded(int, 2, "--max-epochs"), default=25, help="per episode")
+    add("--dataset", choices=DATASETS, default="digits")
+    add("--data-dir", type=Path, help="where cifar10 lives; nothing is downloaded")
+    add("--seed", type=int, default=0)
+    add("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add("--threads", type=_bounded(int, 1, "--threads"), default=1, help="torch CPU threads")
+    add("--telemetry-dir", type=Path, default=Path("telemetry"))
+    add(
+        "--telemetry-level",
+        choices=[level.name.lower() for level in TelemetryLevel],
+        default="normal",
+    )
+    add("--verbose", action="store_true", help="print every event to the console")
+    add("--plateau-threshold", type=_bounded(float, 0, "--plateau-threshold"), default=0.5)
+    add("--improvement-threshold", type=_bounded(float, 0, "--improvement-threshold"), default=2.0)
+    add("--save", type=Path, help="write a checkpoint here after every batch")
+    add("--resume", type=Path, help="continue from this checkpoint")
+    add("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=train_command)
+    return parser
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        controller=args.controller,
+        recurrent=args.recurrent,
+        envs=args.envs,
+        episodes=args.episodes,
+        max_epochs=args.max_epochs,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        device=args.device,
+        telemetry_level=TelemetryLevel[args.telemetry_level.upper()],
+        progress=ProgressThresholds(args.plateau_threshold, args.improvement_threshold),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except UsageError as error:
+        print(f"esper: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _check_device(device: str) -> None:
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device {device!r} is not a torch device") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+
+
+def _prepare(args: argparse.Namespace) -> tuple[RunConfig, Any, dict[str, Any] | None]:
+    """Everything that can fail on bad input, done before any work starts."""
+    try:
+        config = run_config(args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    _check_device(config.device)
+    try:
+        dataset = load_dataset(config.dataset, config.data_dir, config.seed)
+        checkpoint = load_checkpoint(args.resume) if args.resume else None
+    except (DatasetError, CheckpointError) as error:
+        raise UsageError(str(error)) from None
+    return config, dataset, checkpoint
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def train_command(args: argparse.Namespace) -> int:
+    config, dataset, checkpoint = _prepare(args)
+    torch.set_num_threads(args.threads)
+    run_id = uuid.uuid4().hex[:16]
+    try:
+        jsonl = JsonlSink(args.telemetry_dir)
+    except OSError as error:
+        raise UsageError(f"cannot write telemetry to {args.telemetry_dir}: {error}") from None
+    _write_run_file(jsonl.path.parent / "run.json", run_id, config)
+    hub = TelemetryHub([ConsoleSink(verbose=args.verbose), jsonl])
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    started = time.perf_counter()
+    status, exit_code, last = "completed", 0, None
+    try:
+        with installed(hub):
+            trainer = _start(config, dataset, run_id)
+            if checkpoint is not None:
+                try:
+                    trainer.load_state_dict(checkpoint)
+                except CheckpointError as error:
+                    raise UsageError(str(error)) from None
+            last = _train(trainer, args)
+    except KeyboardInterrupt:
+        status, exit_code = "interrupted (Ctrl-C)", 130
+    except Terminated:
+        status, exit_code = "terminated (SIGTERM)", 143
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    _print_summary(status, run_id, jsonl.path, hub, last, time.perf_counter() - started)
+    return exit_code
+
+
+def _start(config: RunConfig, dataset: Any, run_id: str) -> VectorizedTrainer:
+    """Open and close the short `esper.run` span that every batch trace links to."""
+    attributes = {"esper.run_id": run_id, **_span_attributes(config)}
+    with tracer.start_as_current_span("esper.run", attributes=attributes) as run_span:
+        return VectorizedTrainer(config, dataset, run_span)
+
+
+def _train(trainer: VectorizedTrainer, args: argparse.Namespace) -> BatchResult | None:
+    config = trainer.config
+    last = None
+    with tqdm(
+        total=config.episodes,
+        initial=trainer.progress.episodes_completed,
+        unit="episode",
+        disable=args.no_progress,
+        dynamic_ncols=True,
+    ) as bar:
+        while not trainer.finished:
+            before = trainer.progress.episodes_completed
+            last = trainer.run_batch()
+            bar.update(last.episodes_completed - before)
+            bar.set_postfix(acc=f"{last.avg_accuracy:.1f}", reward=f"{last.avg_reward:.2f}")
+            if args.save:
+                save_checkpoint(args.save, trainer.state_dict())
+    return last
+
+
+def _span_attributes(config: RunConfig) -> dict[str, str | int | float | bool]:
+    flat: dict[str, str | int | float | bool] = {}
+    for key, value in asdict(replace(config, data_dir=None)).items():
+        if isinstance(value, dict):
+            for inner, item in value.items():
+                if isinstance(item, str | int | float | bool):
+                    flat[f"esper.config.{key}.{inner}"] = item
+        elif isinstance(value, str | int | float | bool):
+            flat[f"esper.config.{key}"] = value
+    return flat
+
+
+def _write_run_file(path: Path, run_id: str, config: RunConfig) -> None:
+    """The run's id and configuration beside its event log, for later tools."""
+    record = {"run_id": run_id, "config": _span_attributes(config)}
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _print_summary(
+    status: str,
+    run_id: str,
+    log_path: Path,
+    hub: TelemetryHub,
+    last: BatchResult | None,
+    wall_s: float,
+) -> None:
+    lines = [f"esper: training {status} in {wall_s:.1f}s", f"  run id:    {run_id}"]
+    if last is not None:
+        lines += [
+            f"  episodes:  {last.episodes_completed} in {last.batch} batches",
+            f"  accuracy:  {last.avg_accuracy:.2f}% last batch, "
+            f"{last.rolling_avg_accuracy:.2f}% rolling",
+            f"  reward:    {last.avg_reward:.3f} per episode, last batch",
+        ]
+    events = ", ".join(f"{t.value}={n}" for t, n in sorted(hub.events_by_type.items()))
+    lines += [f"  events:    {hub.emitted} ({events})", f"  event log: {log_path}"]
+    errors = {name: count for name, count in hub.sink_errors.items() if count}
+    if errors:
+        lines.append(f"  sink errors: {errors}")
+    print("\n".join(lines), file=sys.stderr)

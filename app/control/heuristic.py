@@ -1,0 +1,48 @@
+"""The rule-based controller (the heuristic Tamiyo), the baseline PPO is measured against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.contracts.actions import BLUEPRINTS, Action, germinate_action
+from app.contracts.signals import TrainingSignals
+from app.contracts.stages import SeedStage
+from app.model.slot import SeedState
+
+
+@dataclass(frozen=True)
+class HeuristicConfig:
+    """Germinate after `plateau_patience` epochs without progress on a stabilized host,
+    cycling through `blueprints`; fossilize a seed whose counterfactual contribution
+    reaches `min_contribution` pp, cull one that hurts by more than `cull_below` pp."""
+
+    plateau_patience: int = 1
+    blueprints: tuple[str, ...] = BLUEPRINTS
+    min_contribution: float = 0.5
+    cull_below: float = -2.0
+
+
+class HeuristicController:
+    """Decides one action per environment from the host signals and the seed state."""
+
+    def __init__(self, config: HeuristicConfig | None = None) -> None:
+        self.config = config or HeuristicConfig()
+        self._germinated = 0
+
+    def decide(self, signals: TrainingSignals, seed: SeedState) -> Action:
+        config = self.config
+        if seed.stage == SeedStage.DORMANT:
+            if signals.host_stabilized and signals.plateau_epochs >= config.plateau_patience:
+                blueprint = config.blueprints[self._germinated % len(config.blueprints)]
+                self._germinated += 1
+                return germinate_action(blueprint)
+            return Action.WAIT
+        if seed.stage == SeedStage.PROBATIONARY:
+            if seed.counterfactual >= config.min_contribution:
+                return Action.FOSSILIZE
+            return Action.CULL
+        measured = seed.last_counterfactual
+        hurting = measured is not None and measured < config.cull_below
+        if seed.stage in (SeedStage.BLENDING, SeedStage.SHADOWING) and hurting:
+            return Action.CULL
+        return Action.WAIT

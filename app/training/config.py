@@ -1,0 +1,54 @@
+"""One run's whole configuration: every threshold and size, settable from the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.contracts.events import TelemetryLevel
+from app.control.heuristic import HeuristicConfig
+from app.control.tracker import TrackerConfig
+from app.model.slot import SlotConfig
+from app.rl.anomaly import AnomalyThresholds
+from app.rl.ppo import PPOConfig
+from app.rl.rewards import RewardConfig
+from app.training.environment import HostConfig
+from app.training.progress import ProgressThresholds
+
+CONTROLLERS = ("ppo", "heuristic")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    controller: str = "ppo"
+    recurrent: bool = False
+    envs: int = 4
+    episodes: int = 32
+    max_epochs: int = 25
+    dataset: str = "digits"
+    data_dir: Path | None = None
+    seed: int = 0
+    device: str = "cpu"
+    telemetry_level: TelemetryLevel = TelemetryLevel.NORMAL
+    host: HostConfig = field(default_factory=HostConfig)
+    slot: SlotConfig = field(default_factory=SlotConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    heuristic: HeuristicConfig = field(default_factory=HeuristicConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    anomaly: AnomalyThresholds = field(default_factory=AnomalyThresholds)
+    progress: ProgressThresholds = field(default_factory=ProgressThresholds)
+
+    def __post_init__(self) -> None:
+        if self.controller not in CONTROLLERS:
+            raise ValueError(f"controller must be one of {', '.join(CONTROLLERS)}")
+        for name in ("envs", "episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_epochs < 2:
+            raise ValueError(f"max_epochs must be at least 2, got {self.max_epochs}")
+
+    @property
+    def batches(self) -> int:
+        """PPO batches needed for `episodes` episodes, `envs` at a time."""
+        return -(-self.episodes // self.envs)

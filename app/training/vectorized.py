@@ -1,0 +1,342 @@
+"""The vectorized PPO loop: N environments in lockstep, one PPO update per batch.
+
+Each batch runs one episode per environment: `max_epochs` epochs of host training, with a
+controller decision after every epoch but the last. The reward of a decision is the
+accuracy the next epoch gains minus the seed's parameter rent. One trace per batch: the
+`esper.batch` root links to the run's `esper.run` span; under it one `esper.episode` per
+environment holding its `esper.epoch` spans, and the `esper.ppo.update` span.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from statistics import fmean
+from typing import Any
+
+import torch
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span
+
+from app import telemetry
+from app.contracts.actions import NUM_ACTIONS, Action, action_mask
+from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
+from app.contracts.signals import TrainingSignals
+from app.control.heuristic import HeuristicController
+from app.rl.anomaly import AnomalyDetector, TelemetryEscalation, report
+from app.rl.buffer import RolloutBuffer
+from app.rl.features import OBS_DIM, observation
+from app.rl.networks import Hidden
+from app.rl.ppo import PPOAgent, PPOUpdateMetrics
+from app.rl.rewards import step_reward
+from app.training.checkpoint import CheckpointError
+from app.training.config import RunConfig
+from app.training.datasets import Dataset
+from app.training.environment import HostEnvironment
+from app.training.progress import HISTORY_LENGTH, ProgressDetector
+
+tracer = trace.get_tracer("esper.training")
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    batch: int
+    episodes_completed: int
+    avg_accuracy: float
+    avg_reward: float
+    rolling_avg_accuracy: float
+    metrics: PPOUpdateMetrics | None
+
+
+@dataclass
+class Progress:
+    """What has been trained so far; saved in checkpoints."""
+
+    batches_completed: int = 0
+    episodes_completed: int = 0
+    accuracies: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
+    rewards: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
+
+
+@dataclass
+class _Decision:
+    """A decision whose reward is known only after the next epoch."""
+
+    obs: torch.Tensor
+    masks: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    hidden: Hidden
+    accuracies: list[float]
+
+
+class VectorizedTrainer:
+    """Runs batches of episodes over parallel host environments and trains the controller."""
+
+    def __init__(self, config: RunConfig, dataset: Dataset, run_span: Span | None = None) -> None:
+        self.config = config
+        self.device = torch.device(config.device)
+        self.run_links = [Link(run_span.get_span_context())] if run_span is not None else []
+        torch.manual_seed(config.seed)
+        self.envs = [
+            HostEnvironment(
+                env_id,
+                dataset,
+                config.host,
+                config.slot,
+                config.tracker,
+                data_seed=config.seed * 10_007 + env_id,
+                device=self.device,
+            )
+            for env_id in range(config.envs)
+        ]
+        self.agent = (
+            PPOAgent(OBS_DIM, NUM_ACTIONS, config.ppo, config.recurrent, self.device)
+            if config.controller == "ppo"
+            else None
+        )
+        self.heuristic = HeuristicController(config.heuristic)
+        self.detector = AnomalyDetector(config.anomaly)
+        self.escalation = TelemetryEscalation(
+            config.telemetry_level, config.anomaly.escalation_updates
+        )
+        self.progress_detector = ProgressDetector(config.progress)
+        self.progress = Progress()
+        telemetry.set_level(config.telemetry_level)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs to continue this run where it stopped."""
+        progress = self.progress
+        return {
+            "controller": self.config.controller,
+            "recurrent": self.config.recurrent,
+            "agent": None if self.agent is None else self.agent.state_dict(),
+            "batches_completed": progress.batches_completed,
+            "episodes_completed": progress.episodes_completed,
+            "accuracies": list(progress.accuracies),
+            "rewards": list(progress.rewards),
+            "torch_rng": torch.get_rng_state(),
+            "data_rng": [env.data_order.get_state() for env in self.envs],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint; raises CheckpointError if it belongs to another setup."""
+        for key in ("controller", "recurrent"):
+            if state.get(key) != getattr(self.config, key):
+                raise CheckpointError(
+                    f"checkpoint was written with {key}={state.get(key)!r}, "
+                    f"this run has {key}={getattr(self.config, key)!r}"
+                )
+        if len(state["data_rng"]) != len(self.envs):
+            raise CheckpointError(
+                f"checkpoint has {len(state['data_rng'])} envs, this run has {len(self.envs)}"
+            )
+        try:
+            if self.agent is not None:
+                self.agent.load_state_dict(state["agent"])
+            torch.set_rng_state(state["torch_rng"])
+            for env, rng in zip(self.envs, state["data_rng"], strict=True):
+                env.data_order.set_state(rng)
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint does not fit this run: {error}") from None
+        self.progress.batches_completed = int(state["batches_completed"])
+        self.progress.episodes_completed = int(state["episodes_completed"])
+        self.progress.accuracies.extend(state["accuracies"])
+        self.progress.rewards.extend(state["rewards"])
+
+    @property
+    def finished(self) -> bool:
+        return self.progress.episodes_completed >= self.config.episodes
+
+    def run_batch(self) -> BatchResult:
+        """One episode in each active environment, then one PPO update."""
+        progress = self.progress
+        batch = progress.batches_completed + 1
+        remaining = self.config.episodes - progress.episodes_completed
+        active = self.envs[: min(self.config.envs, remaining)]
+        attributes = {
+            "esper.batch": batch,
+            "esper.episodes_completed": progress.episodes_completed,
+        }
+        with tracer.start_as_current_span(
+            "esper.batch", context=Context(), links=self.run_links, attributes=attributes
+        ) as batch_span:
+            accuracies, rewards, buffer = self._run_episodes(active)
+            progress.episodes_completed += len(active)
+            progress.batches_completed = batch
+            metrics = self._update(buffer) if buffer is not None else None
+            avg_accuracy, avg_reward = fmean(accuracies), fmean(rewards)
+            progress.accuracies.append(avg_accuracy)
+            progress.rewards.append(avg_reward)
+            result = BatchResult(
+                batch,
+                progress.episodes_completed,
+                avg_accuracy,
+                avg_reward,
+                fmean(progress.accuracies),
+                metrics,
+            )
+            if metrics is not None:
+                self._emit_update(result, metrics)
+            self.progress_detector.observe(batch, progress.accuracies, result.episodes_completed)
+            batch_span.set_attribute("esper.avg_accuracy", avg_accuracy)
+        return result
+
+    def _run_episodes(
+        self, envs: list[HostEnvironment]
+    ) -> tuple[list[float], list[float], RolloutBuffer | None]:
+        """Run one episode per env in lockstep; returns final accuracies, returns, buffer."""
+        config, agent = self.config, self.agent
+        for env in envs:
+            env.reset()
+        buffer = agent.new_buffer(len(envs), config.max_epochs - 1) if agent else None
+        hidden = agent.initial_hidden(len(envs)) if agent else None
+        returns = [0.0] * len(envs)
+        pending: _Decision | None = None
+        episode_spans = [
+            tracer.start_span("esper.episode", attributes={"esper.env_id": env.env_id})
+            for env in envs
+        ]
+        for epoch in range(1, config.max_epochs + 1):
+            epoch_spans = [
+                self._run_epoch(env, span, epoch)
+                for env, span in zip(envs, episode_spans, strict=True)
+            ]
+            accuracies = [self._signals(env).val_accuracy for env in envs]
+            if pending is not None:
+                step_rewards = self._rewards(envs, pending.accuracies, accuracies)
+                returns = [total + r for total, r in zip(returns, step_rewards, strict=True)]
+                if buffer is not None:
+                    done = float(epoch == config.max_epochs)
+                    buffer.add(
+                        pending.obs,
+                        pending.masks,
+                        pending.actions,
+                        pending.logprobs,
+                        pending.values,
+                        torch.tensor(step_rewards, dtype=torch.float32),
+                        torch.full((len(envs),), done),
+                        pending.hidden,
+                    )
+            if epoch < config.max_epochs:
+                pending, hidden = self._decide(envs, epoch, hidden, accuracies, epoch_spans)
+            for env, span in zip(envs, epoch_spans, strict=True):
+                span.set_attribute("esper.seed_stage", env.slot.stage.name)
+                span.end()
+        for span, accuracy in zip(episode_spans, accuracies, strict=True):
+            span.set_attribute("esper.final_accuracy", accuracy)
+            span.end()
+        return accuracies, returns, buffer
+
+    def _run_epoch(self, env: HostEnvironment, episode_span: Span, epoch: int) -> Span:
+        span = tracer.start_span(
+            "esper.epoch",
+            context=trace.set_span_in_context(episode_span),
+            attributes={"esper.env_id": env.env_id, "esper.epoch": epoch},
+        )
+        with trace.use_span(span, end_on_exit=False):
+            env.run_epoch(epoch)
+        return span
+
+    def _decide(
+        self,
+        envs: list[HostEnvironment],
+        epoch: int,
+        hidden: Hidden,
+        accuracies: list[float],
+        epoch_spans: list[Span],
+    ) -> tuple[_Decision, Hidden]:
+        """Choose and apply one action per environment (under that env's epoch span);
+        returns the decision and the recurrent state to act from next."""
+        max_epochs = self.config.max_epochs
+        obs = torch.tensor(
+            [observation(self._signals(env), env.slot.state, epoch, max_epochs) for env in envs],
+            dtype=torch.float32,
+        )
+        masks = torch.tensor(
+            [action_mask(env.slot.stage, self._signals(env).host_stabilized) for env in envs]
+        )
+        if self.agent is not None:
+            result = self.agent.act(obs, masks, hidden)
+            actions, logprobs, values = result.actions, result.logprobs, result.values
+            next_hidden = result.hidden
+        else:
+            decided = [self.heuristic.decide(self._signals(env), env.slot.state) for env in envs]
+            actions = torch.tensor([int(a) for a in decided])
+            logprobs = values = torch.zeros(len(envs))
+            next_hidden = None
+        chosen = zip(envs, epoch_spans, actions.tolist(), masks.tolist(), strict=True)
+        for env, span, action, mask in chosen:
+            with trace.use_span(span, end_on_exit=False):
+                env.apply(Action(action) if mask[action] else Action.WAIT)
+        decision = _Decision(obs, masks, actions, logprobs, values, hidden, accuracies)
+        return decision, next_hidden
+
+    def _rewards(
+        self, envs: list[HostEnvironment], before: list[float], after: list[float]
+    ) -> list[float]:
+        return [
+            step_reward(
+                b,
+                a,
+                sum(p.numel() for p in env.host.seed_parameters()),
+                sum(p.numel() for p in env.host.host_parameters()),
+                self.config.reward,
+            )
+            for env, b, a in zip(envs, before, after, strict=True)
+        ]
+
+    @staticmethod
+    def _signals(env: HostEnvironment) -> TrainingSignals:
+        if env.signals is None:
+            raise RuntimeError(f"env {env.env_id} has not run an epoch yet")
+        return env.signals
+
+    def _update(self, buffer: RolloutBuffer) -> PPOUpdateMetrics:
+        assert self.agent is not None
+        with tracer.start_as_current_span("esper.ppo.update"):
+            collect = self.escalation.level >= TelemetryLevel.DEBUG
+            metrics = self.agent.update(buffer, collect_layer_stats=collect)
+            self.escalation.tick()
+            anomalies = self.detector.check(metrics)
+            report(anomalies, metrics)
+            if anomalies:
+                self.escalation.escalate()
+            telemetry.set_level(self.escalation.level)
+            return metrics
+
+    def _emit_update(self, result: BatchResult, metrics: PPOUpdateMetrics) -> None:
+        data: dict[str, Any] = {
+            "batch": result.batch,
+            "episodes_completed": result.episodes_completed,
+            "train_steps": metrics.train_steps,
+            "policy_loss": metrics.policy_loss,
+            "value_loss": metrics.value_loss,
+            "entropy": metrics.entropy,
+            "entropy_coef": metrics.entropy_coef,
+            "approx_kl": metrics.approx_kl,
+            "clip_fraction": metrics.clip_fraction,
+            "ratio_max": metrics.ratio_max,
+            "ratio_min": metrics.ratio_min,
+            "ratio_std": metrics.ratio_std,
+            "explained_variance": metrics.explained_variance,
+            "early_stop_epoch": metrics.early_stop_epoch,
+            "avg_accuracy": result.avg_accuracy,
+            "avg_reward": result.avg_reward,
+            "rolling_avg_accuracy": result.rolling_avg_accuracy,
+            "ratio_mean": metrics.ratio_mean,
+            "grad_norm": metrics.grad_norm,
+            "has_nan": metrics.has_nan,
+            "has_inf": metrics.has_inf,
+        }
+        if metrics.layer_grad_stats is not None:
+            data["layer_grad_stats"] = metrics.layer_grad_stats
+        telemetry.emit(
+            TelemetryEvent(
+                event_type=EventType.PPO_UPDATE_COMPLETED,
+                message=f"PPO update {metrics.train_steps}",
+                data=data,
+            )
+        )
