@@ -89,6 +89,22 @@ RECORD_KEYS = (
 )
 
 
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "event_id": (str,),
+    "message": (str,),
+    "seed_id": (str, type(None)),
+    "slot_id": (str, type(None)),
+    "epoch": (int, type(None)),
+}
+
+
+def _check_types(record: dict[str, Any]) -> None:
+    for key, types in _FIELD_TYPES.items():
+        value = record[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise ValueError(f"{key} has the wrong type: {value!r}")
+
+
 def _new_event_id() -> str:
     return str(uuid.uuid4())
 
@@ -147,14 +163,15 @@ class TelemetryEvent:
             raise ValueError(f"timestamp without UTC offset {record['timestamp']!r}")
         if not isinstance(record["data"], dict):
             raise ValueError("data is not an object")
+        _check_types(record)
         return cls(
             event_type=event_type,
-            message=str(record["message"]),
+            message=record["message"],
             data=record["data"],
             seed_id=record["seed_id"],
             slot_id=record["slot_id"],
             epoch=record["epoch"],
             severity=severity,
-            event_id=str(record["event_id"]),
+            event_id=record["event_id"],
             timestamp=timestamp,
         )

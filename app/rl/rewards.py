@@ -1,4 +1,9 @@
-"""The controller's reward: accuracy gained, minus rent for the parameters a seed adds."""
+"""The controller's reward: accuracy gained, minus rent for the parameters a seed adds.
+
+Rewards are fractions of accuracy (0.01 per percentage point) so that returns stay near 1:
+in percentage points the value loss dwarfs the policy loss, and gradient-norm clipping
+over the whole network then scales the policy gradient to nothing.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,6 @@ def step_reward(
     host_params: int,
     config: RewardConfig,
 ) -> float:
-    """The reward of one controller step (accuracies in percent, reward in pp)."""
+    """The reward of one controller step (accuracies in percent, reward a fraction)."""
     rent = config.param_rent * seed_params / host_params
-    return accuracy_after - accuracy_before - rent
+    return (accuracy_after - accuracy_before - rent) / 100.0
