@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+from statistics import fmean
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -19,11 +20,16 @@ from opentelemetry import trace
 from tqdm import tqdm
 
 from app.contracts.events import TelemetryLevel
-from app.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from app.training.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    save_checkpoint,
+)
 from app.training.config import CONTROLLERS, RunConfig
 from app.training.datasets import DATASETS, DatasetError, load_dataset
 from app.training.progress import ProgressThresholds
-from app.training.vectorized import BatchResult, VectorizedTrainer
+from app.training.vectorized import Progress, VectorizedTrainer
 from instrumentation.hub import TelemetryHub, installed
 from instrumentation.sinks import ConsoleSink, JsonlSink
 
@@ -133,6 +139,8 @@ def _prepare(args: argparse.Namespace) -> tuple[RunConfig, Any, dict[str, Any] |
     try:
         dataset = load_dataset(config.dataset, config.data_dir, config.seed)
         checkpoint = load_checkpoint(args.resume) if args.resume else None
+        if checkpoint is not None:
+            check_compatible(checkpoint, config.controller, config.recurrent, config.envs)
     except (DatasetError, CheckpointError) as error:
         raise UsageError(str(error)) from None
     return config, dataset, checkpoint
@@ -151,26 +159,29 @@ def train_command(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UsageError(f"cannot write telemetry to {args.telemetry_dir}: {error}") from None
     _write_run_file(jsonl.path.parent / "run.json", run_id, config)
-    hub = TelemetryHub([ConsoleSink(verbose=args.verbose), jsonl])
+    # The log first: an interrupt landing between two sinks must not leave out of the log
+    # an event the console already showed.
+    hub = TelemetryHub([jsonl, ConsoleSink(verbose=args.verbose)])
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     started = time.perf_counter()
-    status, exit_code, last = "completed", 0, None
+    status, exit_code, progress = "completed", 0, None
     try:
         with installed(hub):
             trainer = _start(config, dataset, run_id)
+            progress = trainer.progress
             if checkpoint is not None:
                 try:
                     trainer.load_state_dict(checkpoint)
                 except CheckpointError as error:
                     raise UsageError(str(error)) from None
-            last = _train(trainer, args)
+            _train(trainer, args)
     except KeyboardInterrupt:
         status, exit_code = "interrupted (Ctrl-C)", 130
     except Terminated:
         status, exit_code = "terminated (SIGTERM)", 143
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-    _print_summary(status, run_id, jsonl.path, hub, last, time.perf_counter() - started)
+    _print_summary(status, run_id, jsonl.path, hub, progress, time.perf_counter() - started)
     return exit_code
 
 
@@ -181,9 +192,8 @@ def _start(config: RunConfig, dataset: Any, run_id: str) -> VectorizedTrainer:
         return VectorizedTrainer(config, dataset, run_span)
 
 
-def _train(trainer: VectorizedTrainer, args: argparse.Namespace) -> BatchResult | None:
+def _train(trainer: VectorizedTrainer, args: argparse.Namespace) -> None:
     config = trainer.config
-    last = None
     with tqdm(
         total=config.episodes,
         initial=trainer.progress.episodes_completed,
@@ -198,7 +208,6 @@ def _train(trainer: VectorizedTrainer, args: argparse.Namespace) -> BatchResult 
             bar.set_postfix(acc=f"{last.avg_accuracy:.1f}", reward=f"{last.avg_reward:.2f}")
             if args.save:
                 save_checkpoint(args.save, trainer.state_dict())
-    return last
 
 
 def _span_attributes(config: RunConfig) -> dict[str, str | int | float | bool]:
@@ -224,16 +233,16 @@ def _print_summary(
     run_id: str,
     log_path: Path,
     hub: TelemetryHub,
-    last: BatchResult | None,
+    progress: Progress | None,
     wall_s: float,
 ) -> None:
     lines = [f"esper: training {status} in {wall_s:.1f}s", f"  run id:    {run_id}"]
-    if last is not None:
+    if progress is not None and progress.accuracies:
         lines += [
-            f"  episodes:  {last.episodes_completed} in {last.batch} batches",
-            f"  accuracy:  {last.avg_accuracy:.2f}% last batch, "
-            f"{last.rolling_avg_accuracy:.2f}% rolling",
-            f"  reward:    {last.avg_reward:.3f} per episode, last batch",
+            f"  episodes:  {progress.episodes_completed} in {progress.batches_completed} batches",
+            f"  accuracy:  {progress.accuracies[-1]:.2f}% last batch, "
+            f"{fmean(progress.accuracies):.2f}% rolling",
+            f"  reward:    {progress.rewards[-1]:.3f} per episode, last batch",
         ]
     events = ", ".join(f"{t.value}={n}" for t, n in sorted(hub.events_by_type.items()))
     lines += [f"  events:    {hub.emitted} ({events})", f"  event log: {log_path}"]

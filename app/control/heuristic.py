@@ -27,14 +27,14 @@ class HeuristicController:
 
     def __init__(self, config: HeuristicConfig | None = None) -> None:
         self.config = config or HeuristicConfig()
-        self._germinated = 0
+        self.germinated = 0
 
     def decide(self, signals: TrainingSignals, seed: SeedState) -> Action:
         config = self.config
         if seed.stage == SeedStage.DORMANT:
             if signals.host_stabilized and signals.plateau_epochs >= config.plateau_patience:
-                blueprint = config.blueprints[self._germinated % len(config.blueprints)]
-                self._germinated += 1
+                blueprint = config.blueprints[self.germinated % len(config.blueprints)]
+                self.germinated += 1
                 return germinate_action(blueprint)
             return Action.WAIT
         if seed.stage == SeedStage.PROBATIONARY:

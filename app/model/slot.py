@@ -192,6 +192,11 @@ class SeedSlot(nn.Module):
         self._transition(SeedStage.TRAINING)
         return True
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Note the host epoch now running, so events raised during it (a controller's
+        cull, a governor rollback) carry it."""
+        self._epoch = epoch
+
     def step_epoch(
         self,
         val_accuracy: float,

@@ -123,17 +123,17 @@ class TelemetryEscalation:
             raise ValueError(f"escalation updates must be >= 0, got {updates}")
         self.base_level = base_level
         self.updates = updates
-        self._remaining = 0
+        self.remaining = 0
 
     @property
     def level(self) -> TelemetryLevel:
-        if self._remaining > 0:
+        if self.remaining > 0:
             return TelemetryLevel.DEBUG
         return self.base_level
 
     def escalate(self) -> None:
         if self.base_level != TelemetryLevel.OFF:
-            self._remaining = self.updates
+            self.remaining = self.updates
 
     def tick(self) -> None:
-        self._remaining = max(self._remaining - 1, 0)
+        self.remaining = max(self.remaining - 1, 0)

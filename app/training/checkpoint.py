@@ -22,13 +22,26 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     partial.replace(path)
 
 
+def check_compatible(state: dict[str, Any], controller: str, recurrent: bool, envs: int) -> None:
+    """Raise CheckpointError unless the checkpoint was written by a run of the same setup."""
+    expected = {"controller": controller, "recurrent": recurrent, "envs": envs}
+    for key, value in expected.items():
+        if state.get(key) != value:
+            written = state.get(key)
+            raise CheckpointError(
+                f"checkpoint was written with {key}={written!r}, this run has {key}={value!r}"
+            )
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        # torch's own messages suggest weights_only=False: not advice to give about a
+        # file that failed to load safely.
+        reason = type(error).__name__
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not a checkpoint: {reason}"
         ) from None

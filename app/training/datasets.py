@@ -118,6 +118,12 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             batch = pickle.load(handle, encoding="bytes")
         images = np.asarray(batch[b"data"], dtype=np.float64).reshape(-1, 3, 32, 32) / 255.0
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as error:
+    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as error:
         raise DatasetError(f"CIFAR-10 file {path} is not a CIFAR-10 batch: {error}") from None
+    if len(labels) != len(images):
+        raise DatasetError(
+            f"CIFAR-10 file {path} has {len(images)} images but {len(labels)} labels"
+        )
+    if len(labels) and not 0 <= labels.min() <= labels.max() <= 9:
+        raise DatasetError(f"CIFAR-10 file {path} has labels outside 0-9")
     return images, labels

@@ -105,6 +105,7 @@ class HostEnvironment:
     def run_epoch(self, epoch: int) -> EpochResult:
         """Train one epoch, validate, advance the seed lifecycle; roll back a catastrophe."""
         started = time.perf_counter()
+        self.host.slot.begin_epoch(epoch)
         train_loss, train_accuracy = self._train_epoch()
         self._host_schedule.step()
         val_loss, val_accuracy = self._evaluate()

@@ -30,7 +30,7 @@ from app.rl.features import OBS_DIM, observation
 from app.rl.networks import Hidden
 from app.rl.ppo import PPOAgent, PPOUpdateMetrics
 from app.rl.rewards import step_reward
-from app.training.checkpoint import CheckpointError
+from app.training.checkpoint import CheckpointError, check_compatible
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import HostEnvironment
@@ -112,31 +112,29 @@ class VectorizedTrainer:
         return {
             "controller": self.config.controller,
             "recurrent": self.config.recurrent,
+            "envs": self.config.envs,
             "agent": None if self.agent is None else self.agent.state_dict(),
             "batches_completed": progress.batches_completed,
             "episodes_completed": progress.episodes_completed,
             "accuracies": list(progress.accuracies),
             "rewards": list(progress.rewards),
+            "escalation_remaining": self.escalation.remaining,
+            "heuristic_germinated": self.heuristic.germinated,
             "torch_rng": torch.get_rng_state(),
             "data_rng": [env.data_order.get_state() for env in self.envs],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint; raises CheckpointError if it belongs to another setup."""
-        for key in ("controller", "recurrent"):
-            if state.get(key) != getattr(self.config, key):
-                raise CheckpointError(
-                    f"checkpoint was written with {key}={state.get(key)!r}, "
-                    f"this run has {key}={getattr(self.config, key)!r}"
-                )
-        if len(state["data_rng"]) != len(self.envs):
-            raise CheckpointError(
-                f"checkpoint has {len(state['data_rng'])} envs, this run has {len(self.envs)}"
-            )
+        config = self.config
+        check_compatible(state, config.controller, config.recurrent, config.envs)
         try:
             if self.agent is not None:
                 self.agent.load_state_dict(state["agent"])
             torch.set_rng_state(state["torch_rng"])
+            self.escalation.remaining = int(state["escalation_remaining"])
+            self.heuristic.germinated = int(state["heuristic_germinated"])
+            telemetry.set_level(self.escalation.level)
             for env, rng in zip(self.envs, state["data_rng"], strict=True):
                 env.data_order.set_state(rng)
         except (KeyError, RuntimeError, ValueError) as error:

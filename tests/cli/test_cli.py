@@ -1,0 +1,465 @@
+"""The `esper` command line end to end: the event log it writes, its summary and progress
+bar, bad input, checkpoints, signals and determinism (DESIGN §4, §7)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from app import telemetry
+from app.cli import main
+from app.contracts.events import RECORD_KEYS, EventType, Severity, TelemetryEvent, TelemetryLevel
+from instrumentation.jsonl_reader import read_events
+from instrumentation.sinks import ConsoleSink
+
+# Fast runs for everything but the done criterion.
+SYNTHETIC = ("--dataset", "synthetic", "--envs", "2", "--max-epochs", "3", "--no-progress")
+PPO_FIELDS = (
+    "batch",
+    "episodes_completed",
+    "train_steps",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "entropy_coef",
+    "approx_kl",
+    "clip_fraction",
+    "ratio_max",
+    "ratio_min",
+    "ratio_std",
+    "explained_variance",
+    "early_stop_epoch",
+    "avg_accuracy",
+    "avg_reward",
+    "rolling_avg_accuracy",
+)
+RUN_DIR = re.compile(r"telemetry_\d{4}-\d{2}-\d{2}_\d{6}(_\d+)?")
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_state() -> Iterator[None]:
+    """In-process runs set torch's thread count, the telemetry level and handler."""
+    threads = torch.get_num_threads()
+    handler = telemetry.event_handler()
+    yield
+    torch.set_num_threads(threads)
+    telemetry.set_event_handler(handler)
+    telemetry.set_level(TelemetryLevel.NORMAL)
+
+
+def esper(args: Sequence[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m app ARGS` in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def esper_here(args: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`app.cli.main(ARGS)` in this process; returns the exit code and stderr."""
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def only_log(telemetry_dir: Path) -> Path:
+    logs = list(telemetry_dir.glob("telemetry_*/events.jsonl"))
+    assert len(logs) == 1, f"expected one events.jsonl under {telemetry_dir}, found {logs}"
+    assert RUN_DIR.fullmatch(logs[0].parent.name)
+    return logs[0]
+
+
+def _no_bare_constants(name: str) -> Any:
+    raise AssertionError(f"non-strict JSON constant {name} in the log")
+
+
+def strict_records(path: Path) -> list[dict[str, Any]]:
+    """Every line of the log as a record, checked against the JSONL line contract."""
+    text = path.read_text(encoding="ascii")
+    assert text == "" or text.endswith("\n"), "the last line is incomplete"
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        record = json.loads(line, parse_constant=_no_bare_constants)
+        assert json.dumps(record) == line, f"line {number} is not in the canonical format"
+        keys = list(record)
+        assert tuple(keys[: len(RECORD_KEYS)]) == RECORD_KEYS, f"line {number}: {keys}"
+        assert keys[len(RECORD_KEYS) :] in ([], ["trace_id", "span_id"]), f"line {number}"
+        if "trace_id" in record:
+            assert re.fullmatch(r"[0-9a-f]{32}", record["trace_id"])
+            assert re.fullmatch(r"[0-9a-f]{16}", record["span_id"])
+        assert record["timestamp"].endswith("+00:00")
+        assert record["severity"] in {s.value for s in Severity}
+        records.append(record)
+    # The project's own reader accepts every line.
+    errors: list[Any] = []
+    assert len(list(read_events(path, on_error=errors.append))) == len(records)
+    assert errors == []
+    return records
+
+
+def of_type(records: list[dict[str, Any]], event_type: EventType) -> list[dict[str, Any]]:
+    return [r for r in records if r["event_type"] == event_type.value]
+
+
+def run_id_of(log: Path) -> str:
+    run_id: str = json.loads((log.parent / "run.json").read_text())["run_id"]
+    return run_id
+
+
+# --- the done criterion ---------------------------------------------------------------------
+
+
+def _console_script() -> list[str]:
+    script = Path(sys.executable).with_name("esper")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "app"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [[], ["--recurrent"]], ids=["feedforward", "recurrent"])
+def test_done_criterion_train_writes_a_complete_strict_event_log(
+    tmp_path: Path, extra: list[str]
+) -> None:
+    telemetry_dir = tmp_path / "telemetry"
+    command = [
+        *_console_script(),
+        "train",
+        "--envs",
+        "2",
+        "--episodes",
+        "4",
+        "--max-epochs",
+        "12",
+        "--seed",
+        "1",
+        "--no-progress",
+        "--telemetry-dir",
+        str(telemetry_dir),
+        *extra,
+    ]
+    done = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+    log = only_log(telemetry_dir)
+    records = strict_records(log)
+    types = {r["event_type"] for r in records}
+    required = {
+        EventType.PPO_UPDATE_COMPLETED,
+        EventType.EPOCH_COMPLETED,
+        EventType.SEED_GERMINATED,
+        EventType.SEED_STAGE_CHANGED,
+        EventType.TAMIYO_INITIATED,
+    }
+    assert {t.value for t in required} <= types, f"missing {required - types}"
+    updates = of_type(records, EventType.PPO_UPDATE_COMPLETED)
+    assert [u["data"]["batch"] for u in updates] == [1, 2]
+    assert [u["data"]["episodes_completed"] for u in updates] == [2, 4]
+    for update in updates:
+        assert all(name in update["data"] for name in PPO_FIELDS)
+    assert len(of_type(records, EventType.EPOCH_COMPLETED)) == 4 * 12
+    for initiated in of_type(records, EventType.TAMIYO_INITIATED):
+        data = initiated["data"]
+        assert {"env_id", "epoch", "stable_count", "stabilization_epochs", "val_loss"} <= set(data)
+
+    # The final summary names the run, the log, accuracy, reward and events by type.
+    summary = done.stderr[done.stderr.index("esper: training completed") :]
+    assert run_id_of(log) in summary
+    assert str(log) in summary
+    last = updates[-1]["data"]
+    assert f"{last['avg_accuracy']:.2f}%" in summary
+    assert f"{last['avg_reward']:.3f}" in summary
+    assert "episodes:  4 in 2 batches" in summary
+    assert f"PPO_UPDATE_COMPLETED={len(updates)}" in summary
+    assert f"EPOCH_COMPLETED={4 * 12}" in summary
+
+
+# --- summary and progress -------------------------------------------------------------------
+
+
+def test_progress_bar_appears_unless_disabled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", *SYNTHETIC, "--episodes", "4", "--telemetry-dir", str(tmp_path / "t")]
+    code, quiet = esper_here(args, capsys)
+    assert code == 0
+    assert "it/s" not in quiet and "episode/s" not in quiet and "s/episode" not in quiet
+
+    code, shown = esper_here([a for a in args if a != "--no-progress"], capsys)
+    assert code == 0
+    assert "4/4" in shown
+    assert "episode/s" in shown or "s/episode" in shown
+    # The summary comes after the bar and still names the run's log.
+    assert "esper: training completed" in shown
+    assert "event log:" in shown and "run id:" in shown
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def _garbage(path: Path) -> Path:
+    path.write_bytes(bytes(range(256)) * 4)
+    return path
+
+
+def _heuristic_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    checkpoint = tmp_path / "heuristic.pt"
+    args = [
+        "train",
+        *SYNTHETIC,
+        "--controller",
+        "heuristic",
+        "--episodes",
+        "2",
+        "--save",
+        str(checkpoint),
+        "--telemetry-dir",
+        str(tmp_path / "first"),
+    ]
+    assert esper_here(args, capsys)[0] == 0
+    return checkpoint
+
+
+BAD_INPUT = [
+    pytest.param(["--envs", "0"], "--envs", id="envs-0"),
+    pytest.param(["--episodes", "-1"], "--episodes", id="episodes-negative"),
+    pytest.param(["--max-epochs", "1"], "--max-epochs", id="max-epochs-1"),
+    pytest.param(["--envs", "two"], "--envs", id="envs-not-a-number"),
+    pytest.param(["--dataset", "nope"], "nope", id="unknown-dataset"),
+    pytest.param(["--controller", "nope"], "nope", id="unknown-controller"),
+    pytest.param(["--dataset", "cifar10"], "--data-dir", id="cifar10-without-data-dir"),
+    pytest.param(["--dataset", "cifar10", "--data-dir", "{empty}"], "{empty}", id="cifar10-empty"),
+    pytest.param(["--resume", "{missing}"], "{missing}", id="resume-missing"),
+    pytest.param(["--resume", "{garbage}"], "corrupt", id="resume-garbage"),
+    pytest.param(
+        ["--dataset", "synthetic", "--resume", "{heuristic}", "--controller", "ppo"],
+        "controller",
+        id="resume-other-controller",
+    ),
+    pytest.param(["--device", "cuda"], "cuda", id="device-cuda"),
+    pytest.param(["--device", "gpu"], "gpu", id="device-unknown"),
+]
+
+
+@pytest.mark.parametrize(("flags", "named"), BAD_INPUT)
+def test_bad_input_exits_2_with_one_line_and_no_telemetry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], named: str
+) -> None:
+    if "cuda" in flags and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    (tmp_path / "empty").mkdir()
+    places = {
+        "{empty}": str(tmp_path / "empty"),
+        "{missing}": str(tmp_path / "missing.pt"),
+        "{garbage}": str(_garbage(tmp_path / "garbage.pt")) if "{garbage}" in flags else "",
+        "{heuristic}": (
+            str(_heuristic_checkpoint(tmp_path, capsys)) if "{heuristic}" in flags else ""
+        ),
+    }
+    flags = [places.get(flag, flag) for flag in flags]
+    named = places.get(named, named)
+    telemetry_dir = tmp_path / "telemetry"
+
+    code, err = esper_here(["train", *flags, "--telemetry-dir", str(telemetry_dir)], capsys)
+
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1, f"expected one line, got {lines}"
+    assert "error" in lines[0] and named in lines[0]
+    assert "Traceback" not in err
+    assert not telemetry_dir.exists(), "telemetry written for a run that never started"
+
+
+def test_checkpoint_of_another_controller_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = _heuristic_checkpoint(tmp_path, capsys)
+    args = ["train", *SYNTHETIC, "--resume", str(checkpoint), "--telemetry-dir", str(tmp_path)]
+    code, err = esper_here(args, capsys)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "controller='heuristic'" in line and "controller='ppo'" in line
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--envs", "0"], "--envs"), (["--resume", "garbage.pt"], "corrupt")],
+    ids=["argument", "checkpoint"],
+)
+def test_bad_input_in_a_real_process(tmp_path: Path, flags: list[str], named: str) -> None:
+    _garbage(tmp_path / "garbage.pt")
+    done = esper(["train", *flags], cwd=tmp_path)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert named in line
+    assert done.stdout == ""
+    assert not (tmp_path / "telemetry").exists()
+
+
+def test_help_exits_0(tmp_path: Path) -> None:
+    top = esper(["--help"], cwd=tmp_path)
+    assert top.returncode == 0 and "train" in top.stdout
+    train = subprocess.run(
+        [*_console_script(), "train", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert train.returncode == 0
+    for flag in ("--envs", "--episodes", "--max-epochs", "--telemetry-dir", "--resume"):
+        assert flag in train.stdout
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = esper_here([], capsys)
+    assert code == 2 and "required" in err
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def test_resume_continues_batch_numbers_where_the_saved_run_stopped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = tmp_path / "ck.pt"
+    common = ["train", *SYNTHETIC, "--save", str(checkpoint)]
+    first = [*common, "--episodes", "4", "--telemetry-dir", str(tmp_path / "first")]
+    assert esper_here(first, capsys)[0] == 0
+    second = [*common, "--episodes", "8", "--resume", str(checkpoint)]
+    code, err = esper_here([*second, "--telemetry-dir", str(tmp_path / "second")], capsys)
+    assert code == 0, err
+
+    before = of_type(strict_records(only_log(tmp_path / "first")), EventType.PPO_UPDATE_COMPLETED)
+    after = of_type(strict_records(only_log(tmp_path / "second")), EventType.PPO_UPDATE_COMPLETED)
+    assert [(u["data"]["batch"], u["data"]["train_steps"]) for u in before] == [(1, 1), (2, 2)]
+    assert [(u["data"]["batch"], u["data"]["train_steps"]) for u in after] == [(3, 3), (4, 4)]
+    assert [u["data"]["episodes_completed"] for u in after] == [6, 8]
+    assert "8 in 4 batches" in err
+
+    # Resuming a finished run trains nothing and still exits cleanly.
+    code, err = esper_here([*second, "--telemetry-dir", str(tmp_path / "third")], capsys)
+    assert code == 0, err
+    assert (
+        of_type(strict_records(only_log(tmp_path / "third")), EventType.PPO_UPDATE_COMPLETED) == []
+    )
+
+
+# --- signals --------------------------------------------------------------------------------
+
+
+def _default_sigint() -> None:
+    # A child started from a non-interactive shell's background job inherits SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "code", "status"),
+    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_signal_stops_the_run_with_a_summary_and_a_complete_log(
+    tmp_path: Path, signum: signal.Signals, code: int, status: str
+) -> None:
+    telemetry_dir = tmp_path / "t"
+    args = ["train", *SYNTHETIC, "--episodes", "100000", "--telemetry-dir", str(telemetry_dir)]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "app", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    lines: list[str] = []
+    first_update = threading.Event()
+
+    def read() -> None:
+        assert child.stderr is not None
+        for line in child.stderr:
+            lines.append(line)
+            if line.startswith("ppo update"):
+                first_update.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert first_update.wait(timeout=120), "".join(lines)
+        child.send_signal(signum)
+        assert child.wait(timeout=60) == code, "".join(lines)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    reader.join(timeout=10)
+    err = "".join(lines)
+
+    assert f"esper: training {status}" in err
+    log = only_log(telemetry_dir)
+    assert str(log) in err and run_id_of(log) in err
+    records = strict_records(log)
+    # The first batch's epochs were all emitted before the update the console showed.
+    assert len(of_type(records, EventType.EPOCH_COMPLETED)) >= 2 * 3
+    # The log is written before the console: every update the user saw is in it.
+    shown = sum(line.startswith("ppo update") for line in lines)
+    assert len(of_type(records, EventType.PPO_UPDATE_COMPLETED)) >= shown >= 1
+
+
+def test_an_event_shown_on_the_console_is_in_the_log_when_ctrl_c_lands_between_sinks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class InterruptedConsole(ConsoleSink):
+        def emit(self, event: TelemetryEvent) -> None:
+            super().emit(event)
+            if event.event_type == EventType.PPO_UPDATE_COMPLETED:
+                raise KeyboardInterrupt  # Ctrl-C right after the update was printed
+
+    monkeypatch.setattr("app.cli.ConsoleSink", InterruptedConsole)
+    args = ["train", *SYNTHETIC, "--episodes", "4", "--telemetry-dir", str(tmp_path)]
+    code, err = esper_here(args, capsys)
+    assert code == 130
+    assert "ppo update: batch=1" in err and "esper: training interrupted" in err
+    records = strict_records(only_log(tmp_path))
+    assert len(of_type(records, EventType.PPO_UPDATE_COMPLETED)) == 1
+
+
+# --- determinism ----------------------------------------------------------------------------
+
+
+def test_same_seed_twice_writes_the_same_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def events(name: str) -> list[tuple[str, str]]:
+        args = ["train", *SYNTHETIC, "--episodes", "4", "--max-epochs", "5", "--seed", "3"]
+        code, err = esper_here([*args, "--telemetry-dir", str(tmp_path / name)], capsys)
+        assert code == 0, err
+        return [
+            (
+                r["event_type"],
+                json.dumps({k: v for k, v in r["data"].items() if k != "duration_s"}),
+            )
+            for r in strict_records(only_log(tmp_path / name))
+        ]
+
+    first, second = events("a"), events("b")
+    assert any(event_type == EventType.PPO_UPDATE_COMPLETED for event_type, _ in first)
+    assert first == second

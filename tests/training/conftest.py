@@ -1,0 +1,97 @@
+"""Fixtures for the training-loop tests: an event recorder and a small, fast run on the
+synthetic dataset whose seeds germinate and move through their stages within a few epochs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+
+from app import telemetry
+from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
+from app.control.tracker import TrackerConfig
+from app.model.slot import SlotConfig
+from app.training.config import RunConfig
+from app.training.datasets import Dataset, load_dataset
+
+
+class EventRecorder:
+    """An `app.telemetry` event handler that keeps every event it is handed, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[TelemetryEvent] = []
+
+    def emit(self, event: TelemetryEvent) -> None:
+        self.events.append(event)
+
+    def of(self, event_type: EventType) -> list[TelemetryEvent]:
+        return [event for event in self.events if event.event_type == event_type]
+
+    def clear(self) -> None:
+        self.events.clear()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """These networks are tiny: one intra-op thread is faster and keeps runs deterministic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def recorder() -> Iterator[EventRecorder]:
+    """Installs an EventRecorder at NORMAL level; restores the handler and level after."""
+    previous = telemetry.event_handler()
+    handler = EventRecorder()
+    telemetry.set_level(TelemetryLevel.NORMAL)
+    telemetry.set_event_handler(handler)
+    yield handler
+    telemetry.set_event_handler(previous)
+    telemetry.set_level(TelemetryLevel.NORMAL)
+
+
+# Short stages: a seed germinated at epoch 3 can be PROBATIONARY by epoch 7.
+FAST_SLOT = SlotConfig(
+    training_epochs=1,
+    blending_epochs=2,
+    shadowing_epochs=1,
+    probation_max_epochs=2,
+    embargo_epochs=1,
+)
+# On synthetic data the host stabilizes (and TAMIYO_INITIATED fires) around epoch 3.
+FAST_TRACKER = TrackerConfig(stabilization_epochs=2)
+
+
+@pytest.fixture(scope="session")
+def synthetic() -> Dataset:
+    return load_dataset("synthetic", seed=0)
+
+
+@pytest.fixture
+def fast_config() -> RunConfig:
+    """Two PPO environments, two batches of two episodes, eight epochs each."""
+    return RunConfig(
+        controller="ppo",
+        envs=2,
+        episodes=4,
+        max_epochs=8,
+        dataset="synthetic",
+        seed=0,
+        slot=FAST_SLOT,
+        tracker=FAST_TRACKER,
+    )
+
+
+@pytest.fixture
+def make_config(fast_config: RunConfig) -> Callable[..., RunConfig]:
+    """`fast_config` with some fields replaced."""
+
+    def make(**changes: Any) -> RunConfig:
+        return replace(fast_config, **changes)
+
+    return make
