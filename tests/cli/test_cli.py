@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import PPO_FIELDS
 
 from app import telemetry
 from app.cli import main
@@ -24,25 +25,6 @@ from instrumentation.sinks import ConsoleSink
 
 # Fast runs for everything but the done criterion.
 SYNTHETIC = ("--dataset", "synthetic", "--envs", "2", "--max-epochs", "3", "--no-progress")
-PPO_FIELDS = (
-    "batch",
-    "episodes_completed",
-    "train_steps",
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "entropy_coef",
-    "approx_kl",
-    "clip_fraction",
-    "ratio_max",
-    "ratio_min",
-    "ratio_std",
-    "explained_variance",
-    "early_stop_epoch",
-    "avg_accuracy",
-    "avg_reward",
-    "rolling_avg_accuracy",
-)
 RUN_DIR = re.compile(r"telemetry_\d{4}-\d{2}-\d{2}_\d{6}(_\d+)?")
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import copy
 import itertools
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from helpers import EventRecorder
 
 from app import telemetry
 from app.contracts.actions import (
@@ -78,28 +78,6 @@ DESIGN_EVENT_TYPES = [
     "GRADIENT_PATHOLOGY_DETECTED",
     "NUMERICAL_INSTABILITY_DETECTED",
 ]
-
-
-class _EventList:
-    def __init__(self) -> None:
-        self.events: list[TelemetryEvent] = []
-
-    def emit(self, event: TelemetryEvent) -> None:
-        self.events.append(event)
-
-
-@pytest.fixture
-def emitted() -> Iterator[list[TelemetryEvent]]:
-    """Every event that passes the level filter; handler and level restored afterwards."""
-    previous = telemetry.event_handler()
-    handler = _EventList()
-    telemetry.set_level(TelemetryLevel.NORMAL)
-    telemetry.set_event_handler(handler)
-    try:
-        yield handler.events
-    finally:
-        telemetry.set_event_handler(previous)
-        telemetry.set_level(TelemetryLevel.NORMAL)
 
 
 # ---------------------------------------------------------------- stages
@@ -412,39 +390,37 @@ def emit_one_of_each() -> None:
 
 
 def test_minimal_drops_epoch_completed_and_passes_ppo_updates(
-    emitted: list[TelemetryEvent],
+    events: EventRecorder,
 ) -> None:
     telemetry.set_level(TelemetryLevel.MINIMAL)
     assert telemetry.current_level() == TelemetryLevel.MINIMAL
     telemetry.emit(TelemetryEvent(event_type=EventType.EPOCH_COMPLETED))
-    assert emitted == []
+    assert events == []
     ppo = TelemetryEvent(event_type=EventType.PPO_UPDATE_COMPLETED)
     telemetry.emit(ppo)
-    assert emitted == [ppo]
+    assert events == [ppo]
 
 
-def test_minimal_passes_exactly_the_minimal_events(emitted: list[TelemetryEvent]) -> None:
+def test_minimal_passes_exactly_the_minimal_events(events: EventRecorder) -> None:
     telemetry.set_level(TelemetryLevel.MINIMAL)
     emit_one_of_each()
-    passed = {e.event_type for e in emitted}
+    passed = {e.event_type for e in events}
     assert passed == {t for t in EventType if minimum_level(t) == TelemetryLevel.MINIMAL}
     assert EventType.EPOCH_COMPLETED not in passed
     assert EventType.PPO_UPDATE_COMPLETED in passed
 
 
-def test_off_passes_nothing(emitted: list[TelemetryEvent]) -> None:
+def test_off_passes_nothing(events: EventRecorder) -> None:
     telemetry.set_level(TelemetryLevel.OFF)
     emit_one_of_each()
-    assert emitted == []
+    assert events == []
 
 
 @pytest.mark.parametrize("level", [TelemetryLevel.NORMAL, TelemetryLevel.DEBUG])
-def test_normal_and_debug_pass_everything(
-    emitted: list[TelemetryEvent], level: TelemetryLevel
-) -> None:
+def test_normal_and_debug_pass_everything(events: EventRecorder, level: TelemetryLevel) -> None:
     telemetry.set_level(level)
     emit_one_of_each()
-    assert [e.event_type for e in emitted] == list(EventType)
+    assert [e.event_type for e in events] == list(EventType)
 
 
 def test_emit_without_a_handler_is_a_no_op() -> None:
@@ -459,7 +435,7 @@ def test_emit_without_a_handler_is_a_no_op() -> None:
 
 def test_event_handler_returns_the_installed_handler() -> None:
     previous = telemetry.event_handler()
-    handler = _EventList()
+    handler = EventRecorder()
     try:
         telemetry.set_event_handler(handler)
         assert telemetry.event_handler() is handler

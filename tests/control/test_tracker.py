@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 import pytest
+from helpers import EventRecorder
 
 from app.contracts.events import EventType, Severity, TelemetryEvent
 from app.contracts.signals import TrainingSignals
@@ -42,8 +43,8 @@ def feed(
     ]
 
 
-def initiated(events: list[TelemetryEvent]) -> list[TelemetryEvent]:
-    return [e for e in events if e.event_type == EventType.TAMIYO_INITIATED]
+def initiated(events: EventRecorder) -> list[TelemetryEvent]:
+    return events.of_type(EventType.TAMIYO_INITIATED)
 
 
 def first_stabilized_epoch(signals: Sequence[TrainingSignals]) -> int | None:
@@ -60,7 +61,7 @@ def geometric(start: float, factors: Sequence[float]) -> list[float]:
 # ---------------------------------------------------------------- explosive growth
 
 
-def test_no_initiation_during_explosive_growth(events: list[TelemetryEvent]) -> None:
+def test_no_initiation_during_explosive_growth(events: EventRecorder) -> None:
     # val loss falls 10-30 % every epoch for 30 epochs: never a stable epoch
     factors = [0.9, 0.7, 0.8, 0.75, 0.85, 0.72] * 5
     tracker = SignalTracker(env_id=0)
@@ -72,7 +73,7 @@ def test_no_initiation_during_explosive_growth(events: list[TelemetryEvent]) -> 
 
 
 def test_a_relative_improvement_of_exactly_the_threshold_is_not_stable(
-    events: list[TelemetryEvent],
+    events: EventRecorder,
 ) -> None:
     # 100 -> 97 improves by exactly 0.03 ((100 - 97) / 100 == 0.03 in floats), which is not
     # below the threshold; 97 -> 100 is a rise (stable), so no 3 stable epochs in a row
@@ -86,7 +87,7 @@ def test_a_relative_improvement_of_exactly_the_threshold_is_not_stable(
 
 
 def test_initiated_exactly_once_on_stabilization_with_the_contract_data(
-    events: list[TelemetryEvent],
+    events: EventRecorder,
 ) -> None:
     # epochs 1..3 improve 25 %, 20 %; epochs 4, 5, 6 improve < 1 %: stable x3 at epoch 6
     losses = [2.0, 1.5, 1.2, 1.19, 1.18, 1.17]
@@ -112,7 +113,7 @@ def test_initiated_exactly_once_on_stabilization_with_the_contract_data(
     }
 
 
-def test_initiation_epoch_is_the_epoch_passed_in(events: list[TelemetryEvent]) -> None:
+def test_initiation_epoch_is_the_epoch_passed_in(events: EventRecorder) -> None:
     tracker = SignalTracker(env_id=0)
     feed(tracker, [1.0, 1.0, 1.0, 1.0], first_epoch=40)
     [event] = initiated(events)
@@ -121,7 +122,7 @@ def test_initiation_epoch_is_the_epoch_passed_in(events: list[TelemetryEvent]) -
     assert event.data["val_loss"] == 1.0
 
 
-def test_the_latch_never_fires_a_second_time(events: list[TelemetryEvent]) -> None:
+def test_the_latch_never_fires_a_second_time(events: EventRecorder) -> None:
     tracker = SignalTracker(env_id=1)
     signals = feed(tracker, [1.0, 1.0, 1.0, 1.0], first_epoch=1)
     assert len(initiated(events)) == 1
@@ -135,7 +136,7 @@ def test_the_latch_never_fires_a_second_time(events: list[TelemetryEvent]) -> No
     assert tracker.stabilized
 
 
-def test_the_latch_is_per_tracker(events: list[TelemetryEvent]) -> None:
+def test_the_latch_is_per_tracker(events: EventRecorder) -> None:
     first, second = SignalTracker(env_id=0), SignalTracker(env_id=1)
     feed(first, [1.0] * 6)
     feed(second, [1.0] * 6)
@@ -145,7 +146,7 @@ def test_the_latch_is_per_tracker(events: list[TelemetryEvent]) -> None:
 # ---------------------------------------------------------------- resets
 
 
-def test_a_spike_resets_the_stable_count(events: list[TelemetryEvent]) -> None:
+def test_a_spike_resets_the_stable_count(events: EventRecorder) -> None:
     # stable, stable, spike (1.5 >= 1.5 x 0.98), then three stable epochs: fires at epoch 7
     losses = [1.0, 0.99, 0.98, 1.5, 1.49, 1.48, 1.47]
     tracker = SignalTracker(env_id=0)
@@ -158,7 +159,7 @@ def test_a_spike_resets_the_stable_count(events: list[TelemetryEvent]) -> None:
     assert event.data["val_loss"] == 1.47
 
 
-def test_a_rise_below_the_spike_factor_counts_as_stable(events: list[TelemetryEvent]) -> None:
+def test_a_rise_below_the_spike_factor_counts_as_stable(events: EventRecorder) -> None:
     # the same series as above with a 1.4 x rise instead of a spike: fires at epoch 4,
     # which shows that the reset above is due to the spike
     losses = [1.0, 0.99, 0.98, 0.98 * 1.4, 1.37, 1.36, 1.35]
@@ -168,7 +169,7 @@ def test_a_rise_below_the_spike_factor_counts_as_stable(events: list[TelemetryEv
     assert [e.epoch for e in initiated(events)] == [4]
 
 
-def test_exactly_the_spike_factor_is_a_spike(events: list[TelemetryEvent]) -> None:
+def test_exactly_the_spike_factor_is_a_spike(events: EventRecorder) -> None:
     # 2.0 -> 3.0 is exactly 1.5 x previous: a spike, which resets the count
     losses = [2.0, 2.0, 2.0, 3.0, 3.0, 3.0]
     tracker = SignalTracker()
@@ -180,7 +181,7 @@ def test_exactly_the_spike_factor_is_a_spike(events: list[TelemetryEvent]) -> No
 
 
 def test_a_non_stable_epoch_in_between_resets_the_stable_count(
-    events: list[TelemetryEvent],
+    events: EventRecorder,
 ) -> None:
     # stable, stable, an 8 % improvement, then three stable epochs: fires at epoch 7
     losses = [1.0, 0.99, 0.98, 0.90, 0.89, 0.88, 0.87]
@@ -193,7 +194,7 @@ def test_a_non_stable_epoch_in_between_resets_the_stable_count(
     assert event.data["stable_count"] == 3
 
 
-def test_the_first_epoch_is_never_stable(events: list[TelemetryEvent]) -> None:
+def test_the_first_epoch_is_never_stable(events: EventRecorder) -> None:
     # with stabilization_epochs=1 the earliest firing is the second epoch (a previous loss
     # is needed to measure an improvement)
     tracker = SignalTracker(TrackerConfig(stabilization_epochs=1))
@@ -208,7 +209,7 @@ def test_the_first_epoch_is_never_stable(events: list[TelemetryEvent]) -> None:
 # ---------------------------------------------------------------- env_id
 
 
-def test_env_id_is_null_when_the_tracker_has_none(events: list[TelemetryEvent]) -> None:
+def test_env_id_is_null_when_the_tracker_has_none(events: EventRecorder) -> None:
     tracker = SignalTracker()
     feed(tracker, [1.0] * 4)
     [event] = initiated(events)
@@ -217,7 +218,7 @@ def test_env_id_is_null_when_the_tracker_has_none(events: list[TelemetryEvent]) 
     assert set(event.data) == DATA_KEYS
 
 
-def test_env_id_zero_is_kept(events: list[TelemetryEvent]) -> None:
+def test_env_id_zero_is_kept(events: EventRecorder) -> None:
     feed(SignalTracker(env_id=0), [1.0] * 4)
     [event] = initiated(events)
     assert event.data["env_id"] == 0
@@ -227,7 +228,7 @@ def test_env_id_zero_is_kept(events: list[TelemetryEvent]) -> None:
 
 
 def test_a_higher_threshold_stabilizes_a_slowly_improving_host(
-    events: list[TelemetryEvent],
+    events: EventRecorder,
 ) -> None:
     losses = geometric(1.0, [0.95] * 10)  # a steady 5 % improvement per epoch
     default = feed(SignalTracker(env_id=0), losses, first_epoch=1)
@@ -243,7 +244,7 @@ def test_a_higher_threshold_stabilizes_a_slowly_improving_host(
     assert event.data["val_loss"] == losses[3]
 
 
-def test_a_lower_threshold_delays_stabilization(events: list[TelemetryEvent]) -> None:
+def test_a_lower_threshold_delays_stabilization(events: EventRecorder) -> None:
     # 2 % per epoch is stable at the default 0.03 but not at 0.01
     losses = geometric(1.0, [0.98] * 3) + [0.98**3] * 3
     default = feed(SignalTracker(), losses, first_epoch=1)
@@ -254,7 +255,7 @@ def test_a_lower_threshold_delays_stabilization(events: list[TelemetryEvent]) ->
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 5, 8])
-def test_custom_stabilization_epochs(events: list[TelemetryEvent], epochs: int) -> None:
+def test_custom_stabilization_epochs(events: EventRecorder, epochs: int) -> None:
     tracker = SignalTracker(TrackerConfig(stabilization_epochs=epochs), env_id=2)
     signals = feed(tracker, [1.0] * 12, first_epoch=0)
     # epoch 0 has no previous loss; epochs 1..n are the n stable ones
@@ -269,7 +270,7 @@ def test_custom_stabilization_epochs(events: list[TelemetryEvent], epochs: int) 
     }
 
 
-def test_custom_spike_factor(events: list[TelemetryEvent]) -> None:
+def test_custom_spike_factor(events: EventRecorder) -> None:
     # a 1.2 x rise is not a spike by default but is at spike_factor=1.2
     losses = [1.0, 1.0, 1.2, 1.2, 1.2]
     assert first_stabilized_epoch(feed(SignalTracker(), losses, 1)) == 4
@@ -330,7 +331,7 @@ def test_plateau_counter_grows_while_accuracy_stalls() -> None:
     assert [s.plateau_epochs for s in signals] == [0, 1, 2, 3, 0, 0]
 
 
-def test_host_stabilized_in_signals_follows_the_latch(events: list[TelemetryEvent]) -> None:
+def test_host_stabilized_in_signals_follows_the_latch(events: EventRecorder) -> None:
     tracker = SignalTracker()
     signals = feed(tracker, [1.0, 1.0, 1.0, 1.0, 9.0, 0.5])
     assert [s.host_stabilized for s in signals] == [False, False, False, True, True, True]
@@ -340,7 +341,7 @@ def test_host_stabilized_in_signals_follows_the_latch(events: list[TelemetryEven
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_a_non_finite_val_loss_is_never_stable(events: list[TelemetryEvent], bad: float) -> None:
+def test_a_non_finite_val_loss_is_never_stable(events: EventRecorder, bad: float) -> None:
     # stable, then a bad loss (not stable, and not a valid baseline for the next epoch),
     # then three stable epochs: fires only at epoch 7
     losses = [1.0, 1.0, bad, 1.0, 1.0, 1.0, 1.0]
@@ -350,7 +351,7 @@ def test_a_non_finite_val_loss_is_never_stable(events: list[TelemetryEvent], bad
     assert [e.epoch for e in initiated(events)] == [7]
 
 
-def test_a_run_of_nan_losses_never_stabilizes(events: list[TelemetryEvent]) -> None:
+def test_a_run_of_nan_losses_never_stabilizes(events: EventRecorder) -> None:
     tracker = SignalTracker(TrackerConfig(stabilization_epochs=1))
     signals = feed(tracker, [math.nan] * 10)
     assert not tracker.stabilized

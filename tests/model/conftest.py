@@ -1,38 +1,13 @@
-"""Fixtures for the host, slot and governor tests: an event collector, a lifecycle driver."""
+"""Fixtures for the host, slot and governor tests: a lifecycle driver."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from app import telemetry
-from app.contracts.events import TelemetryEvent, TelemetryLevel
 from app.contracts.stages import SeedStage
 from app.model.slot import SeedSlot
-
-
-class _EventList:
-    """An event handler that appends every emitted event to `events`."""
-
-    def __init__(self) -> None:
-        self.events: list[TelemetryEvent] = []
-
-    def emit(self, event: TelemetryEvent) -> None:
-        self.events.append(event)
-
-
-@pytest.fixture
-def events() -> Iterator[list[TelemetryEvent]]:
-    """Every event emitted during the test, in order, at NORMAL level."""
-    previous_level = telemetry.current_level()
-    handler = _EventList()
-    telemetry.set_level(TelemetryLevel.NORMAL)
-    telemetry.set_event_handler(handler)
-    yield handler.events
-    telemetry.set_event_handler(None)
-    telemetry.set_level(previous_level)
-
 
 Driver = Callable[[SeedSlot, SeedStage], None]
 

@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from helpers import EventRecorder
 from torch.nn import functional
 
-from app.contracts.events import EventType, TelemetryEvent
+from app.contracts.events import EventType
 from app.contracts.stages import SeedStage
 from app.model.host import HostCNN
 from app.model.slot import SeedSlot
@@ -62,7 +63,7 @@ def test_spike_counts_only_after_enough_healthy_epochs() -> None:
     assert governor.check(3.1)
 
 
-def test_rollback_on_nan_restores_weights_and_culls_the_seed(events: list[TelemetryEvent]) -> None:
+def test_rollback_on_nan_restores_weights_and_culls_the_seed(events: EventRecorder) -> None:
     host = make_host()
     optimizer = torch.optim.SGD(host.host_parameters(), lr=0.01, momentum=0.9)
     train_step(host, optimizer)
@@ -83,7 +84,7 @@ def test_rollback_on_nan_restores_weights_and_culls_the_seed(events: list[Teleme
     assert_bit_exact(host, good)
     assert torch.equal(optimizer.state_dict()["state"][0]["momentum_buffer"], good_optimizer)
     assert host.slot.stage == SeedStage.CULLED
-    culled = [event for event in events if event.event_type == EventType.SEED_CULLED]
+    culled = events.of_type(EventType.SEED_CULLED)
     assert [event.data["reason"] for event in culled] == ["governor_rollback"]
 
     train_step(host, optimizer)
@@ -91,9 +92,7 @@ def test_rollback_on_nan_restores_weights_and_culls_the_seed(events: list[Teleme
     assert_bit_exact(host, good)
 
 
-def test_rollback_on_a_spike_culls_a_blending_seed(
-    events: list[TelemetryEvent], drive: Driver
-) -> None:
+def test_rollback_on_a_spike_culls_a_blending_seed(events: EventRecorder, drive: Driver) -> None:
     host = make_host()
     optimizer = torch.optim.SGD(host.host_parameters(), lr=0.1)
     governor = Governor(host)

@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import EventRecorder
 
-from app.contracts.events import EventType, TelemetryEvent
+from app.contracts.events import EventType
 from app.contracts.stages import SeedStage
 from app.model.slot import SeedSlot, SlotConfig
 
 Driver = Callable[[SeedSlot, SeedStage], None]
-Events = list[TelemetryEvent]
 
 CONTRACT_FIELDS = {
     EventType.SEED_GERMINATED: {"blueprint_id", "seed_id", "params", "env_id"},
@@ -44,12 +44,8 @@ CONTRACT_FIELDS = {
 }
 
 
-def of_type(events: Events, event_type: EventType) -> Events:
-    return [event for event in events if event.event_type == event_type]
-
-
-def stage_changes(events: Events) -> list[tuple[str, str]]:
-    changes = of_type(events, EventType.SEED_STAGE_CHANGED)
+def stage_changes(events: EventRecorder) -> list[tuple[str, str]]:
+    changes = events.of_type(EventType.SEED_STAGE_CHANGED)
     return [(event.data["from"], event.data["to"]) for event in changes]
 
 
@@ -65,7 +61,9 @@ def step_in_probation(slot: SeedSlot, drive: Driver, contribution: float) -> Non
     assert slot.stage == SeedStage.PROBATIONARY
 
 
-def test_full_lifecycle_emits_the_legacy_stage_sequence(events: Events, drive: Driver) -> None:
+def test_full_lifecycle_emits_the_legacy_stage_sequence(
+    events: EventRecorder, drive: Driver
+) -> None:
     slot = make_slot()
     slot.step_epoch(70.0, epoch=4)
     assert slot.germinate("conv_light", "env1_seed_0")
@@ -120,14 +118,14 @@ def test_alpha_ramps_over_the_blending_epochs(drive: Driver) -> None:
     assert slot.alpha == 1.0
 
 
-def test_fossilize_passes_the_gate_at_the_minimum(events: Events, drive: Driver) -> None:
+def test_fossilize_passes_the_gate_at_the_minimum(events: EventRecorder, drive: Driver) -> None:
     slot = make_slot(SlotConfig(min_fossilize_improvement=0.5))
     step_in_probation(slot, drive, contribution=0.5)
     assert slot.fossilize()
-    assert of_type(events, EventType.SEED_FOSSILIZED)
+    assert events.of_type(EventType.SEED_FOSSILIZED)
 
 
-def test_fossilize_below_the_gate_changes_nothing(events: Events, drive: Driver) -> None:
+def test_fossilize_below_the_gate_changes_nothing(events: EventRecorder, drive: Driver) -> None:
     slot = make_slot(SlotConfig(min_fossilize_improvement=0.5))
     step_in_probation(slot, drive, contribution=0.25)
     before, emitted = slot.state, len(events)
@@ -136,7 +134,7 @@ def test_fossilize_below_the_gate_changes_nothing(events: Events, drive: Driver)
     assert len(events) == emitted
 
 
-def test_fossilize_while_training_changes_nothing(events: Events) -> None:
+def test_fossilize_while_training_changes_nothing(events: EventRecorder) -> None:
     slot = make_slot()
     slot.germinate("conv_light", "s0")
     before, emitted = slot.state, len(events)
@@ -145,7 +143,7 @@ def test_fossilize_while_training_changes_nothing(events: Events) -> None:
     assert len(events) == emitted
 
 
-def test_germinating_a_busy_slot_fails_quietly(events: Events) -> None:
+def test_germinating_a_busy_slot_fails_quietly(events: EventRecorder) -> None:
     slot = make_slot()
     assert slot.germinate("conv_light", "s0")
     emitted = len(events)
@@ -162,7 +160,7 @@ def test_unknown_blueprint_raises_and_leaves_the_slot_empty() -> None:
     assert slot.seed is None
 
 
-def test_cull_embargoes_the_slot_then_frees_it(events: Events) -> None:
+def test_cull_embargoes_the_slot_then_frees_it(events: EventRecorder) -> None:
     slot = make_slot(SlotConfig(embargo_epochs=2))
     slot.germinate("attention", "s0")
     assert slot.cull("controller")
@@ -180,18 +178,18 @@ def test_cull_embargoes_the_slot_then_frees_it(events: Events) -> None:
         ("CULLED", "EMBARGOED"),
         ("EMBARGOED", "DORMANT"),
     ]
-    assert of_type(events, EventType.SEED_CULLED)[0].data["reason"] == "controller"
+    assert events.of_type(EventType.SEED_CULLED)[0].data["reason"] == "controller"
     assert slot.germinate("attention", "s1")
 
 
-def test_probation_times_out_with_a_cull(events: Events, drive: Driver) -> None:
+def test_probation_times_out_with_a_cull(events: EventRecorder, drive: Driver) -> None:
     slot = make_slot(SlotConfig(probation_max_epochs=2))
     step_in_probation(slot, drive, contribution=2.0)
     slot.step_epoch(80.0, 78.0)
     assert slot.stage == SeedStage.PROBATIONARY
     slot.step_epoch(80.0, 78.0)
     assert slot.stage == SeedStage.CULLED
-    culled = of_type(events, EventType.SEED_CULLED)
+    culled = events.of_type(EventType.SEED_CULLED)
     assert [event.data["reason"] for event in culled] == ["probation_timeout"]
     assert culled[0].data["epochs_in_stage"] == 2
 
@@ -216,7 +214,7 @@ def test_disabled_slot_is_the_counterfactual_host() -> None:
     assert not torch.equal(slot(h), h)
 
 
-def test_events_carry_exactly_the_contract_fields(events: Events, drive: Driver) -> None:
+def test_events_carry_exactly_the_contract_fields(events: EventRecorder, drive: Driver) -> None:
     fossil = make_slot()
     step_in_probation(fossil, drive, contribution=2.0)
     fossil.fossilize()
@@ -236,10 +234,10 @@ def test_events_carry_exactly_the_contract_fields(events: Events, drive: Driver)
     assert [event.epoch for event in events[-3:]] == [12, 12, 13]
 
 
-def test_germinated_event_matches_the_seed(events: Events) -> None:
+def test_germinated_event_matches_the_seed(events: EventRecorder) -> None:
     slot = make_slot()
     slot.germinate("conv_heavy", "env1_seed_0")
-    germinated = of_type(events, EventType.SEED_GERMINATED)[0]
+    germinated = events.of_type(EventType.SEED_GERMINATED)[0]
     assert germinated.seed_id == "env1_seed_0"
     assert germinated.data == {
         "blueprint_id": "conv_heavy",

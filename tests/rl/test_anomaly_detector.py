@@ -6,9 +6,10 @@ import dataclasses
 import math
 
 import pytest
+from helpers import ANOMALY_FIELDS
 
 from app import telemetry
-from app.contracts.events import EventType, Severity, TelemetryEvent, TelemetryLevel
+from app.contracts.events import EventType, Severity, TelemetryLevel
 from app.rl.anomaly import (
     AnomalyDetector,
     AnomalyThresholds,
@@ -17,18 +18,6 @@ from app.rl.anomaly import (
     report,
 )
 from app.rl.ppo import PPOAgent, PPOConfig, PPOUpdateMetrics
-
-REQUIRED_DATA = {
-    "anomaly_type",
-    "detail",
-    "ratio_max",
-    "ratio_min",
-    "explained_variance",
-    "train_steps",
-    "approx_kl",
-    "clip_fraction",
-    "entropy",
-}
 
 HEALTHY = PPOUpdateMetrics(
     policy_loss=0.001,
@@ -53,25 +42,6 @@ HEALTHY = PPOUpdateMetrics(
 
 def unhealthy(**changes) -> PPOUpdateMetrics:
     return dataclasses.replace(HEALTHY, **changes)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[TelemetryEvent] = []
-
-    def emit(self, event: TelemetryEvent) -> None:
-        self.events.append(event)
-
-
-@pytest.fixture
-def recorder():
-    """Install a recording event handler for one test, then restore the global state."""
-    handler, level = Recorder(), telemetry.current_level()
-    telemetry.set_event_handler(handler)
-    telemetry.set_level(TelemetryLevel.MINIMAL)
-    yield handler
-    telemetry.set_event_handler(None)
-    telemetry.set_level(level)
 
 
 def test_healthy_update_has_no_anomalies():
@@ -113,21 +83,22 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_each_anomaly_becomes_a_complete_warning_event(case, recorder):
+def test_each_anomaly_becomes_a_complete_warning_event(case, events):
+    telemetry.set_level(TelemetryLevel.MINIMAL)
     changes, event_type, detail = CASES[case]
     metrics = unhealthy(**changes)
 
     anomalies = AnomalyDetector().check(metrics)
-    events = report(anomalies, metrics)
+    reported = report(anomalies, metrics)
 
     assert [(a.anomaly_type, a.event_type, a.detail) for a in anomalies] == [
         (case.split("-")[0], event_type, detail)
     ]
-    assert recorder.events == events
-    (event,) = events
+    assert events == reported
+    (event,) = reported
     assert event.event_type == event_type
     assert event.severity == Severity.WARNING
-    assert event.data.keys() >= REQUIRED_DATA
+    assert event.data.keys() >= set(ANOMALY_FIELDS)
     assert event.data["anomaly_type"] == case.split("-")[0]
     assert event.data["detail"] == detail
     assert event.data["train_steps"] == 7
@@ -176,10 +147,11 @@ def test_custom_thresholds_change_the_outcome():
     assert len(AnomalyDetector().check(metrics)) == 2
 
 
-def test_detector_emits_nothing_by_itself(recorder):
+def test_detector_emits_nothing_by_itself(events):
+    telemetry.set_level(TelemetryLevel.MINIMAL)
     AnomalyDetector().check(unhealthy(ratio_max=9.0))
 
-    assert recorder.events == []
+    assert events == []
 
 
 def test_escalation_lasts_the_configured_number_of_updates():
@@ -219,8 +191,9 @@ def test_escalation_never_turns_telemetry_on():
     assert escalation.level == TelemetryLevel.OFF
 
 
-def test_anomaly_escalates_next_update_to_layer_stats(memory_bandit, collect, recorder):
+def test_anomaly_escalates_next_update_to_layer_stats(memory_bandit, collect, events):
     """The training-loop wiring: an anomalous update makes the next ones collect DEBUG detail."""
+    telemetry.set_level(TelemetryLevel.MINIMAL)
     # An untrained critic explains little: leave value collapse out of this wiring test.
     thresholds = AnomalyThresholds(value_collapse=-math.inf, escalation_updates=1)
     detector = AnomalyDetector(thresholds)
@@ -241,4 +214,4 @@ def test_anomaly_escalates_next_update_to_layer_stats(memory_bandit, collect, re
             escalation.escalate()
 
     assert layer_stats_seen == [False, True, False]
-    assert recorder.events[0].event_type == EventType.NUMERICAL_INSTABILITY_DETECTED
+    assert events[0].event_type == EventType.NUMERICAL_INSTABILITY_DETECTED

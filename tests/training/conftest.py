@@ -1,5 +1,5 @@
-"""Fixtures for the training-loop tests: an event recorder and a small, fast run on the
-synthetic dataset whose seeds germinate and move through their stages within a few epochs."""
+"""Fixtures for the training-loop tests: a small, fast run on the synthetic dataset whose
+seeds germinate and move through their stages within a few epochs."""
 
 from __future__ import annotations
 
@@ -10,28 +10,10 @@ from typing import Any
 import pytest
 import torch
 
-from app import telemetry
-from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
 from app.control.tracker import TrackerConfig
 from app.model.slot import SlotConfig
 from app.training.config import RunConfig
 from app.training.datasets import Dataset, load_dataset
-
-
-class EventRecorder:
-    """An `app.telemetry` event handler that keeps every event it is handed, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[TelemetryEvent] = []
-
-    def emit(self, event: TelemetryEvent) -> None:
-        self.events.append(event)
-
-    def of(self, event_type: EventType) -> list[TelemetryEvent]:
-        return [event for event in self.events if event.event_type == event_type]
-
-    def clear(self) -> None:
-        self.events.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -41,18 +23,6 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def recorder() -> Iterator[EventRecorder]:
-    """Installs an EventRecorder at NORMAL level; restores the handler and level after."""
-    previous = telemetry.event_handler()
-    handler = EventRecorder()
-    telemetry.set_level(TelemetryLevel.NORMAL)
-    telemetry.set_event_handler(handler)
-    yield handler
-    telemetry.set_event_handler(previous)
-    telemetry.set_level(TelemetryLevel.NORMAL)
 
 
 # Short stages: a seed germinated at epoch 3 can be PROBATIONARY by epoch 7.

@@ -7,13 +7,14 @@ delta < -improvement -> DEGRADATION_DETECTED, delta > improvement -> IMPROVEMENT
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from statistics import fmean
 
 import pytest
+from helpers import EventRecorder
 
 from app import telemetry
-from app.contracts.events import EventType, Severity, TelemetryEvent, TelemetryLevel
+from app.contracts.events import EventType, Severity, TelemetryLevel
 from app.training.progress import HISTORY_LENGTH, ProgressDetector, ProgressThresholds
 
 DATA_KEYS = {
@@ -29,28 +30,6 @@ PROGRESS_TYPES = {
     EventType.IMPROVEMENT_DETECTED,
     EventType.DEGRADATION_DETECTED,
 }
-
-
-class _EventList:
-    def __init__(self) -> None:
-        self.events: list[TelemetryEvent] = []
-
-    def emit(self, event: TelemetryEvent) -> None:
-        self.events.append(event)
-
-
-@pytest.fixture
-def emitted() -> Iterator[list[TelemetryEvent]]:
-    """Every event emitted during the test; the previous handler is restored afterwards."""
-    previous = telemetry.event_handler()
-    handler = _EventList()
-    telemetry.set_level(TelemetryLevel.NORMAL)
-    telemetry.set_event_handler(handler)
-    try:
-        yield handler.events
-    finally:
-        telemetry.set_event_handler(previous)
-        telemetry.set_level(TelemetryLevel.NORMAL)
 
 
 def step(older: float, recent: float) -> list[float]:
@@ -96,17 +75,17 @@ def test_default_thresholds() -> None:
     ],
 )
 def test_classification_with_default_thresholds(
-    emitted: list[TelemetryEvent], older: float, recent: float, expected: EventType | None
+    events: EventRecorder, older: float, recent: float, expected: EventType | None
 ) -> None:
     assert observe(step(older, recent)) == expected
     if expected is None:
-        assert emitted == []
+        assert events == []
     else:
-        [event] = emitted
+        [event] = events
         assert event.event_type == expected
 
 
-def test_only_the_last_six_decide_the_trend(emitted: list[TelemetryEvent]) -> None:
+def test_only_the_last_six_decide_the_trend(events: EventRecorder) -> None:
     # a big rise four batches back is outside the two windows of three
     accuracies = [10.0, 10.0, 10.0, 10.0, 60.0, 60.0, 60.0, 60.0, 60.0, 60.0]
     assert observe(accuracies) == EventType.PLATEAU_DETECTED
@@ -119,57 +98,57 @@ def test_only_the_last_six_decide_the_trend(emitted: list[TelemetryEvent]) -> No
 # ---------------------------------------------------------------- custom thresholds
 
 
-def test_a_wider_plateau_threshold(emitted: list[TelemetryEvent]) -> None:
+def test_a_wider_plateau_threshold(events: EventRecorder) -> None:
     accuracies = step(50.0, 51.0)  # delta 1.0
     assert observe(accuracies, ProgressThresholds(plateau=0.5)) is None
-    assert emitted == []
+    assert events == []
     assert observe(accuracies, ProgressThresholds(plateau=1.5)) == EventType.PLATEAU_DETECTED
     assert observe(step(51.0, 50.0), ProgressThresholds(plateau=1.5)) == (
         EventType.PLATEAU_DETECTED
     )
-    assert [e.event_type for e in emitted] == [EventType.PLATEAU_DETECTED] * 2
+    assert [e.event_type for e in events] == [EventType.PLATEAU_DETECTED] * 2
 
 
-def test_a_narrower_plateau_threshold(emitted: list[TelemetryEvent]) -> None:
+def test_a_narrower_plateau_threshold(events: EventRecorder) -> None:
     accuracies = step(50.0, 50.25)  # delta 0.25: a plateau by default
     assert observe(accuracies, ProgressThresholds(plateau=0.125)) is None
-    assert emitted == []
+    assert events == []
 
 
-def test_a_higher_improvement_threshold(emitted: list[TelemetryEvent]) -> None:
+def test_a_higher_improvement_threshold(events: EventRecorder) -> None:
     high = ProgressThresholds(improvement=5.0)
     assert observe(step(50.0, 53.0)) == EventType.IMPROVEMENT_DETECTED
     assert observe(step(50.0, 53.0), high) is None
     assert observe(step(53.0, 50.0), high) is None
     assert observe(step(50.0, 56.0), high) == EventType.IMPROVEMENT_DETECTED
     assert observe(step(56.0, 50.0), high) == EventType.DEGRADATION_DETECTED
-    assert [e.event_type for e in emitted] == [
+    assert [e.event_type for e in events] == [
         EventType.IMPROVEMENT_DETECTED,
         EventType.IMPROVEMENT_DETECTED,
         EventType.DEGRADATION_DETECTED,
     ]
 
 
-def test_a_lower_improvement_threshold(emitted: list[TelemetryEvent]) -> None:
+def test_a_lower_improvement_threshold(events: EventRecorder) -> None:
     low = ProgressThresholds(improvement=0.75)
     assert observe(step(50.0, 51.0)) is None
     assert observe(step(50.0, 51.0), low) == EventType.IMPROVEMENT_DETECTED
     assert observe(step(51.0, 50.0), low) == EventType.DEGRADATION_DETECTED
-    assert len(emitted) == 2
+    assert len(events) == 2
 
 
 # ---------------------------------------------------------------- warm-up
 
 
 @pytest.mark.parametrize("length", range(6))
-def test_nothing_before_six_batches(emitted: list[TelemetryEvent], length: int) -> None:
+def test_nothing_before_six_batches(events: EventRecorder, length: int) -> None:
     detector = ProgressDetector()
     for accuracies in ([50.0] * length, [0.0, 100.0, 0.0, 100.0, 0.0][:length]):
         assert detector.observe(1, accuracies, 10) is None
-    assert emitted == []
+    assert events == []
 
 
-def test_the_sixth_batch_is_the_first_that_can_report(emitted: list[TelemetryEvent]) -> None:
+def test_the_sixth_batch_is_the_first_that_can_report(events: EventRecorder) -> None:
     detector = ProgressDetector()
     accuracies: list[float] = []
     results = []
@@ -177,18 +156,18 @@ def test_the_sixth_batch_is_the_first_that_can_report(emitted: list[TelemetryEve
         accuracies.append(accuracy)
         results.append(detector.observe(batch, accuracies, batch * 4))
     assert results == [None] * 5 + [EventType.PLATEAU_DETECTED] * 3
-    assert [e.data["batch"] for e in emitted] == [6, 7, 8]
+    assert [e.data["batch"] for e in events] == [6, 7, 8]
 
 
 # ---------------------------------------------------------------- event data
 
 
-def test_event_data_fields_and_values(emitted: list[TelemetryEvent]) -> None:
+def test_event_data_fields_and_values(events: EventRecorder) -> None:
     accuracies = [40.0, 44.0, 50.0, 51.0, 52.0, 55.0, 56.0, 60.0]
     result = ProgressDetector().observe(batch=12, accuracies=accuracies, episodes_completed=96)
 
     assert result == EventType.IMPROVEMENT_DETECTED
-    [event] = emitted
+    [event] = events
     assert event.event_type == EventType.IMPROVEMENT_DETECTED
     assert event.severity == Severity.INFO
     assert set(event.data) == DATA_KEYS
@@ -203,14 +182,14 @@ def test_event_data_fields_and_values(emitted: list[TelemetryEvent]) -> None:
     assert event.data["rolling_avg_accuracy"] == pytest.approx(sum(accuracies) / 8)
 
 
-def test_plateau_and_degradation_data(emitted: list[TelemetryEvent]) -> None:
+def test_plateau_and_degradation_data(events: EventRecorder) -> None:
     assert observe([70.0, 70.0, 70.0, 70.25, 70.0, 70.0], batch=3, episodes=24) == (
         EventType.PLATEAU_DETECTED
     )
     assert observe([70.0, 71.0, 72.0, 65.0, 66.0, 67.0], batch=4, episodes=32) == (
         EventType.DEGRADATION_DETECTED
     )
-    plateau, degradation = emitted
+    plateau, degradation = events
     assert plateau.data == pytest.approx(
         {
             "batch": 3,
@@ -233,25 +212,25 @@ def test_plateau_and_degradation_data(emitted: list[TelemetryEvent]) -> None:
     )
 
 
-def test_only_the_last_ten_accuracies_count(emitted: list[TelemetryEvent]) -> None:
+def test_only_the_last_ten_accuracies_count(events: EventRecorder) -> None:
     last_ten = [60.0, 61.0, 62.0, 63.0, 64.0, 65.0, 66.0, 70.0, 70.0, 70.0]
     with_old = [0.0, 0.0, 100.0, 5.0, *last_ten]
     assert observe(with_old) == observe(last_ten) == EventType.IMPROVEMENT_DETECTED
-    first, second = emitted
+    first, second = events
     assert first.data == second.data
     assert first.data["rolling_avg_accuracy"] == pytest.approx(sum(last_ten) / 10)
     assert first.data["rolling_avg_accuracy"] != pytest.approx(sum(with_old) / len(with_old))
 
 
-def test_rolling_average_covers_all_when_fewer_than_ten(emitted: list[TelemetryEvent]) -> None:
+def test_rolling_average_covers_all_when_fewer_than_ten(events: EventRecorder) -> None:
     for length in range(6, 11):
         accuracies = [float(10 * i) for i in range(length - 3)] + [100.0] * 3
         observe(accuracies)
-        assert emitted[-1].data["rolling_avg_accuracy"] == pytest.approx(fmean(accuracies))
-    assert len(emitted) == 5
+        assert events[-1].data["rolling_avg_accuracy"] == pytest.approx(fmean(accuracies))
+    assert len(events) == 5
 
 
-def test_accepts_any_sequence_and_does_not_modify_it(emitted: list[TelemetryEvent]) -> None:
+def test_accepts_any_sequence_and_does_not_modify_it(events: EventRecorder) -> None:
     accuracies = tuple(step(50.0, 50.0))
     assert observe(accuracies) == EventType.PLATEAU_DETECTED
     history = [float(a) for a in range(20)]
@@ -260,12 +239,12 @@ def test_accepts_any_sequence_and_does_not_modify_it(emitted: list[TelemetryEven
     assert history == snapshot
 
 
-def test_progress_events_pass_at_minimal_level(emitted: list[TelemetryEvent]) -> None:
+def test_progress_events_pass_at_minimal_level(events: EventRecorder) -> None:
     telemetry.set_level(TelemetryLevel.MINIMAL)
     observe(step(50.0, 50.0))
     observe(step(50.0, 55.0))
     observe(step(55.0, 50.0))
-    assert {e.event_type for e in emitted} == PROGRESS_TYPES
+    assert {e.event_type for e in events} == PROGRESS_TYPES
     telemetry.set_level(TelemetryLevel.OFF)
     assert observe(step(50.0, 50.0)) == EventType.PLATEAU_DETECTED  # still classified
-    assert len(emitted) == 3  # but not emitted
+    assert len(events) == 3  # but not events

@@ -8,10 +8,11 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 from statistics import fmean
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import torch
+from helpers import ANOMALY_FIELDS, PPO_FIELDS, EventRecorder
 
 from app import telemetry
 from app.contracts.actions import BLUEPRINTS, Action
@@ -26,41 +27,8 @@ from app.training.datasets import Dataset
 from app.training.environment import HostConfig, HostEnvironment
 from app.training.vectorized import BatchResult, VectorizedTrainer
 
-if TYPE_CHECKING:  # the fixture's type, for readers; conftest is not imported at run time
-    from conftest import EventRecorder
-
 MakeConfig = Callable[..., RunConfig]
 
-PPO_FIELDS = (
-    "batch",
-    "episodes_completed",
-    "train_steps",
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "entropy_coef",
-    "approx_kl",
-    "clip_fraction",
-    "ratio_max",
-    "ratio_min",
-    "ratio_std",
-    "explained_variance",
-    "early_stop_epoch",
-    "avg_accuracy",
-    "avg_reward",
-    "rolling_avg_accuracy",
-)
-ANOMALY_FIELDS = (
-    "anomaly_type",
-    "detail",
-    "ratio_max",
-    "ratio_min",
-    "explained_variance",
-    "train_steps",
-    "approx_kl",
-    "clip_fraction",
-    "entropy",
-)
 OUTCOME_FIELDS = (
     "blueprint_id",
     "seed_id",
@@ -121,17 +89,17 @@ def comparable(events: list[TelemetryEvent]) -> list[tuple[Any, ...]]:
 
 @pytest.mark.parametrize("recurrent", [False, True], ids=["feedforward", "recurrent"])
 def test_ppo_update_events_carry_every_contract_field(
-    recorder: EventRecorder, make_config: MakeConfig, synthetic: Dataset, recurrent: bool
+    events: EventRecorder, make_config: MakeConfig, synthetic: Dataset, recurrent: bool
 ) -> None:
     config = make_config(recurrent=recurrent)
     trainer = VectorizedTrainer(config, synthetic)
     results = run_all(trainer)
 
-    updates = recorder.of(EventType.PPO_UPDATE_COMPLETED)
+    updates = events.of_type(EventType.PPO_UPDATE_COMPLETED)
     assert len(results) == len(updates) == config.batches == 2
     accuracies_so_far: list[float] = []
     for number, (update, result, batch_events) in enumerate(
-        zip(updates, results, batches_of(recorder.events), strict=True), start=1
+        zip(updates, results, batches_of(events), strict=True), start=1
     ):
         data = update.data
         missing = [name for name in PPO_FIELDS if name not in data]
@@ -171,12 +139,12 @@ def test_ppo_update_events_carry_every_contract_field(
 
 
 def test_epoch_completed_once_per_env_per_epoch(
-    recorder: EventRecorder, make_config: MakeConfig, synthetic: Dataset
+    events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
 ) -> None:
     config = make_config(controller="heuristic", episodes=2, max_epochs=4)
     run_all(VectorizedTrainer(config, synthetic))
 
-    epochs = recorder.of(EventType.EPOCH_COMPLETED)
+    epochs = events.of_type(EventType.EPOCH_COMPLETED)
     seen = [(event.data["env_id"], event.epoch) for event in epochs]
     expected = [(env, epoch) for epoch in range(1, 5) for env in range(config.envs)]
     assert seen == expected
@@ -191,7 +159,7 @@ def test_epoch_completed_once_per_env_per_epoch(
 
 
 def test_uneven_episodes_run_only_the_remainder_in_the_last_batch(
-    recorder: EventRecorder, make_config: MakeConfig, synthetic: Dataset
+    events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
 ) -> None:
     config = make_config(envs=2, episodes=3, max_epochs=3)
     trainer = VectorizedTrainer(config, synthetic)
@@ -200,7 +168,7 @@ def test_uneven_episodes_run_only_the_remainder_in_the_last_batch(
     assert [r.episodes_completed for r in results] == [2, 3]
     assert trainer.progress.episodes_completed == config.episodes
     assert trainer.progress.batches_completed == config.batches == 2
-    first, last = batches_of(recorder.events)
+    first, last = batches_of(events)
     envs_in = [
         sorted({e.data["env_id"] for e in batch if e.event_type == EventType.EPOCH_COMPLETED})
         for batch in (first, last)
@@ -215,7 +183,7 @@ def test_uneven_episodes_run_only_the_remainder_in_the_last_batch(
 
 
 def test_heuristic_run_germinates_and_stages_seeds_without_ppo_updates(
-    recorder: EventRecorder, make_config: MakeConfig, synthetic: Dataset
+    events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
 ) -> None:
     config = make_config(controller="heuristic", episodes=2, max_epochs=9)
     trainer = VectorizedTrainer(config, synthetic)
@@ -223,13 +191,13 @@ def test_heuristic_run_germinates_and_stages_seeds_without_ppo_updates(
 
     assert trainer.agent is None
     assert [r.metrics for r in results] == [None]
-    assert recorder.of(EventType.PPO_UPDATE_COMPLETED) == []
-    germinated = recorder.of(EventType.SEED_GERMINATED)
-    changes = recorder.of(EventType.SEED_STAGE_CHANGED)
+    assert events.of_type(EventType.PPO_UPDATE_COMPLETED) == []
+    germinated = events.of_type(EventType.SEED_GERMINATED)
+    changes = events.of_type(EventType.SEED_STAGE_CHANGED)
     assert germinated, "the heuristic never germinated a seed within 9 epochs"
     assert {c.data["to"] for c in changes} >= {"TRAINING", "BLENDING", "SHADOWING"}
 
-    stabilized_at = {e.data["env_id"]: e.epoch for e in recorder.of(EventType.TAMIYO_INITIATED)}
+    stabilized_at = {e.data["env_id"]: e.epoch for e in events.of_type(EventType.TAMIYO_INITIATED)}
     for event in germinated:
         data = event.data
         assert {"blueprint_id", "seed_id", "params", "env_id"} <= data.keys()
@@ -244,13 +212,13 @@ def test_heuristic_run_germinates_and_stages_seeds_without_ppo_updates(
         assert {"from", "to", "env_id"} <= event.data.keys()
         assert event.data["from"] in STAGE_NAMES and event.data["to"] in STAGE_NAMES
         assert event.data["from"] != event.data["to"]
-    for event in recorder.of(EventType.SEED_CULLED) + recorder.of(EventType.SEED_FOSSILIZED):
+    for event in events.of_type(EventType.SEED_CULLED) + events.of_type(EventType.SEED_FOSSILIZED):
         assert set(OUTCOME_FIELDS) <= event.data.keys()
 
     # Per env, the stage changes chain, and every EPOCH_COMPLETED reports the stage the
     # last change (in stream order) left the slot in.
     stage = dict.fromkeys(range(config.envs), "DORMANT")
-    for event in recorder.events:
+    for event in events:
         if event.event_type == EventType.SEED_STAGE_CHANGED:
             env_id = event.data["env_id"]
             assert event.data["from"] == stage[env_id], f"broken chain at {event.message}"
@@ -290,15 +258,15 @@ def _step_until(env: HostEnvironment, epoch: int, stage: SeedStage) -> int:
 
 
 def test_fossilized_seed_reports_contract_fields(
-    recorder: EventRecorder, fast_config: RunConfig, synthetic: Dataset
+    events: EventRecorder, fast_config: RunConfig, synthetic: Dataset
 ) -> None:
     env, epoch = _stabilized_env(fast_config, synthetic)
     assert env.apply(Action.GERMINATE_CONV_HEAVY)
     epoch = _step_until(env, epoch, SeedStage.PROBATIONARY)
     assert env.apply(Action.FOSSILIZE), f"counterfactual {env.slot.state.counterfactual}"
 
-    (germinated,) = recorder.of(EventType.SEED_GERMINATED)
-    path = [(e.data["from"], e.data["to"]) for e in recorder.of(EventType.SEED_STAGE_CHANGED)]
+    (germinated,) = events.of_type(EventType.SEED_GERMINATED)
+    path = [(e.data["from"], e.data["to"]) for e in events.of_type(EventType.SEED_STAGE_CHANGED)]
     assert path == [
         ("GERMINATED", "TRAINING"),
         ("TRAINING", "BLENDING"),
@@ -306,7 +274,7 @@ def test_fossilized_seed_reports_contract_fields(
         ("SHADOWING", "PROBATIONARY"),
         ("PROBATIONARY", "FOSSILIZED"),
     ]
-    (fossilized,) = recorder.of(EventType.SEED_FOSSILIZED)
+    (fossilized,) = events.of_type(EventType.SEED_FOSSILIZED)
     data = fossilized.data
     assert set(OUTCOME_FIELDS) | {"params_added"} <= data.keys()
     assert data["blueprint_id"] == "conv_heavy"
@@ -321,14 +289,14 @@ def test_fossilized_seed_reports_contract_fields(
     assert finite(data["improvement"]) and finite(data["blending_delta"])
     assert fossilized.epoch == epoch and fossilized.slot_id == SLOT_ID
     # A fossilized seed stays: later epochs keep it and emit no more lifecycle events.
-    recorder.clear()
+    events.clear()
     env.run_epoch(epoch + 1)
-    assert [e.event_type for e in recorder.events] == [EventType.EPOCH_COMPLETED]
-    assert recorder.events[0].data["seed_stage"] == "FOSSILIZED"
+    assert [e.event_type for e in events] == [EventType.EPOCH_COMPLETED]
+    assert events[0].data["seed_stage"] == "FOSSILIZED"
 
 
 def test_culled_seeds_report_contract_fields_and_reason(
-    recorder: EventRecorder, fast_config: RunConfig, synthetic: Dataset
+    events: EventRecorder, fast_config: RunConfig, synthetic: Dataset
 ) -> None:
     env, epoch = _stabilized_env(fast_config, synthetic, env_id=1)
     assert env.apply(Action.GERMINATE_CONV_LIGHT)
@@ -339,7 +307,7 @@ def test_culled_seeds_report_contract_fields_and_reason(
     epoch = _step_until(env, epoch, SeedStage.PROBATIONARY)
     _step_until(env, epoch, SeedStage.EMBARGOED)  # probation runs out without a decision
 
-    by_controller, by_timeout = recorder.of(EventType.SEED_CULLED)
+    by_controller, by_timeout = events.of_type(EventType.SEED_CULLED)
     assert by_controller.data["reason"] == "controller"
     assert by_timeout.data["reason"] == "probation_timeout"
     for event, seed_id, blueprint in (
@@ -386,24 +354,23 @@ def _run_with_rollback(
 
 
 def test_governor_rollback_inside_the_loop_culls_the_seed_and_restores_weights(
-    recorder: EventRecorder,
+    events: EventRecorder,
     make_config: MakeConfig,
     synthetic: Dataset,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config, env, seed_id = _run_with_rollback(make_config, synthetic, monkeypatch)
 
-    culls = [e for e in recorder.of(EventType.SEED_CULLED) if e.data["env_id"] == 0]
+    culls = [e for e in events.of_type(EventType.SEED_CULLED) if e.data["env_id"] == 0]
     rollback = [e for e in culls if e.data["reason"] == "governor_rollback"]
     assert len(rollback) == 1
     assert rollback[0].data["seed_id"] == rollback[0].seed_id == seed_id
     assert set(OUTCOME_FIELDS) <= rollback[0].data.keys()
-    env0_epochs = [e for e in recorder.of(EventType.EPOCH_COMPLETED) if e.data["env_id"] == 0]
+    env0_epochs = [e for e in events.of_type(EventType.EPOCH_COMPLETED) if e.data["env_id"] == 0]
     rolled = [e for e in env0_epochs if e.data["rolled_back"]]
     assert len(rolled) == 1
     assert rolled[0].data["seed_stage"] == "CULLED"
     # The cull is reported inside the epoch that rolled back, before its EPOCH_COMPLETED.
-    events = recorder.events
     assert events.index(rolled[0]) > events.index(rollback[0])
     # The restored host validates to a finite loss at once and trains on healthily.
     assert all(finite(e.data["val_loss"]) for e in env0_epochs)
@@ -413,16 +380,16 @@ def test_governor_rollback_inside_the_loop_culls_the_seed_and_restores_weights(
 
 
 def test_rollback_cull_event_carries_the_epoch_it_happened_in(
-    recorder: EventRecorder,
+    events: EventRecorder,
     make_config: MakeConfig,
     synthetic: Dataset,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _run_with_rollback(make_config, synthetic, monkeypatch)
     (cull,) = [
-        e for e in recorder.of(EventType.SEED_CULLED) if e.data["reason"] == "governor_rollback"
+        e for e in events.of_type(EventType.SEED_CULLED) if e.data["reason"] == "governor_rollback"
     ]
-    (rolled,) = [e for e in recorder.of(EventType.EPOCH_COMPLETED) if e.data["rolled_back"]]
+    (rolled,) = [e for e in events.of_type(EventType.EPOCH_COMPLETED) if e.data["rolled_back"]]
     assert cull.epoch == rolled.epoch
 
 
@@ -441,17 +408,17 @@ def _assert_layer_stats(data: dict[str, Any], trainer: VectorizedTrainer) -> Non
 
 
 def test_debug_level_adds_layer_grad_stats(
-    recorder: EventRecorder, make_config: MakeConfig, synthetic: Dataset
+    events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
 ) -> None:
     config = make_config(telemetry_level=TelemetryLevel.DEBUG, episodes=2, max_epochs=3)
     trainer = VectorizedTrainer(config, synthetic)
     run_all(trainer)
-    (update,) = recorder.of(EventType.PPO_UPDATE_COMPLETED)
+    (update,) = events.of_type(EventType.PPO_UPDATE_COMPLETED)
     _assert_layer_stats(update.data, trainer)
 
 
 def test_anomaly_is_emitted_before_its_update_and_escalates_the_next_ones(
-    recorder: EventRecorder, make_config: MakeConfig, synthetic: Dataset
+    events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
 ) -> None:
     # explained_variance never reaches 2.0: every update is a value collapse.
     thresholds = AnomalyThresholds(value_collapse=2.0, escalation_updates=1)
@@ -459,7 +426,7 @@ def test_anomaly_is_emitted_before_its_update_and_escalates_the_next_ones(
     trainer = VectorizedTrainer(config, synthetic)
     run_all(trainer)
 
-    batches = batches_of(recorder.events)
+    batches = batches_of(events)
     assert len(batches) == 3
     for number, batch in enumerate(batches, start=1):
         update = batch[-1]
@@ -487,7 +454,7 @@ def test_anomaly_is_emitted_before_its_update_and_escalates_the_next_ones(
 
 
 def test_escalation_expires_after_the_configured_updates(
-    recorder: EventRecorder,
+    events: EventRecorder,
     make_config: MakeConfig,
     synthetic: Dataset,
     monkeypatch: pytest.MonkeyPatch,
@@ -515,9 +482,9 @@ def test_escalation_expires_after_the_configured_updates(
     monkeypatch.setattr(trainer.detector, "check", once)
     run_all(trainer)
 
-    updates = recorder.of(EventType.PPO_UPDATE_COMPLETED)
+    updates = events.of_type(EventType.PPO_UPDATE_COMPLETED)
     assert [("layer_grad_stats" in u.data) for u in updates] == [False, True, False]
-    assert len(recorder.of(EventType.VALUE_COLLAPSE_DETECTED)) == 1
+    assert len(events.of_type(EventType.VALUE_COLLAPSE_DETECTED)) == 1
     assert telemetry.current_level() == TelemetryLevel.NORMAL
 
 
@@ -525,12 +492,12 @@ def test_escalation_expires_after_the_configured_updates(
 
 
 def test_same_seed_gives_the_same_event_stream_and_another_seed_differs(
-    recorder: EventRecorder, make_config: MakeConfig, synthetic: Dataset
+    events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
 ) -> None:
     def stream(seed: int) -> list[tuple[Any, ...]]:
-        recorder.clear()
+        events.clear()
         run_all(VectorizedTrainer(make_config(seed=seed, episodes=2, max_epochs=6), synthetic))
-        return comparable(recorder.events)
+        return comparable(events)
 
     first, again, other = stream(0), stream(0), stream(1)
     assert any(item[0] == EventType.PPO_UPDATE_COMPLETED for item in first)
@@ -548,7 +515,7 @@ def _without_layer_stats(result: BatchResult) -> BatchResult:
 
 
 def test_checkpoint_round_trip_continues_the_run_exactly(
-    recorder: EventRecorder, make_config: MakeConfig, synthetic: Dataset, tmp_path: Any
+    events: EventRecorder, make_config: MakeConfig, synthetic: Dataset, tmp_path: Any
 ) -> None:
     config = make_config(max_epochs=4)
     original = VectorizedTrainer(config, synthetic)
@@ -581,7 +548,7 @@ def test_checkpoint_round_trip_continues_the_run_exactly(
     ],
 )
 def test_checkpoint_of_another_setup_is_refused(
-    recorder: EventRecorder,
+    events: EventRecorder,
     make_config: MakeConfig,
     synthetic: Dataset,
     written: dict[str, Any],

@@ -1,0 +1,53 @@
+"""Helpers shared by tests in several directories, imported as `from helpers import ...`
+(tests/ is on sys.path: pytest puts it there when it imports tests/conftest.py)."""
+
+from __future__ import annotations
+
+from app.contracts.events import EventType, TelemetryEvent
+
+# The data fields of every PPO_UPDATE_COMPLETED event (DESIGN §4).
+PPO_FIELDS = (
+    "batch",
+    "episodes_completed",
+    "train_steps",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "entropy_coef",
+    "approx_kl",
+    "clip_fraction",
+    "ratio_max",
+    "ratio_min",
+    "ratio_std",
+    "explained_variance",
+    "early_stop_epoch",
+    "avg_accuracy",
+    "avg_reward",
+    "rolling_avg_accuracy",
+)
+# The data fields every anomaly warning event carries, whatever its type.
+ANOMALY_FIELDS = (
+    "anomaly_type",
+    "detail",
+    "ratio_max",
+    "ratio_min",
+    "explained_variance",
+    "train_steps",
+    "approx_kl",
+    "clip_fraction",
+    "entropy",
+)
+
+
+class EventRecorder(list[TelemetryEvent]):
+    """An `app.telemetry` event handler that keeps every event it is handed, in order.
+
+    It is the list of those events itself, so tests compare, index and unpack it directly.
+    """
+
+    def emit(self, event: TelemetryEvent) -> None:
+        self.append(event)
+
+    def of_type(self, event_type: EventType) -> list[TelemetryEvent]:
+        """The recorded events of `event_type`, in order."""
+        return [event for event in self if event.event_type == event_type]
