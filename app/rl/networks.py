@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -78,6 +79,16 @@ class ActorCriticBase(nn.Module, ABC):
         """Width of one recurrent state vector, None for a feedforward network."""
         return None
 
+    @property
+    @abstractmethod
+    def policy_layer(self) -> nn.Linear:
+        """The policy's last layer; its bias is the prior over actions before learning."""
+
+    def set_action_prior(self, logits: Sequence[float]) -> None:
+        """Start the policy from these logits (before masking) instead of uniform."""
+        with torch.no_grad():
+            self.policy_layer.bias.copy_(torch.as_tensor(logits, dtype=torch.float32))
+
 
 class ActorCritic(ActorCriticBase):
     """Separate tanh MLPs for the policy and the value, as in CleanRL's PPO."""
@@ -108,6 +119,12 @@ class ActorCritic(ActorCriticBase):
     def initial_hidden(self, batch_size: int) -> Hidden:
         return None
 
+    @property
+    def policy_layer(self) -> nn.Linear:
+        layer = self.actor[-1]
+        assert isinstance(layer, nn.Linear)
+        return layer
+
 
 class RecurrentActorCritic(ActorCriticBase):
     """MLP encoder, one LSTM layer, then policy and value heads on the LSTM output."""
@@ -137,3 +154,7 @@ class RecurrentActorCritic(ActorCriticBase):
     @property
     def hidden_size(self) -> int | None:
         return self.lstm.hidden_size
+
+    @property
+    def policy_layer(self) -> nn.Linear:
+        return self.policy_head

@@ -38,7 +38,8 @@ class PPOConfig:
     The entropy coefficient anneals linearly from `ent_coef` to `ent_coef_final` over
     `ent_anneal_updates` updates (0 keeps it at `ent_coef`) and never drops below
     `ent_coef_floor`. A recurrent update uses chunks of `chunk_length` steps, or whole
-    episodes when None. `target_kl` None disables KL early stopping.
+    episodes when None. `target_kl` None disables KL early stopping. `action_prior`, one
+    logit per action, is the untrained policy's preference (uniform when None).
     """
 
     lr: float = 3e-4
@@ -58,6 +59,7 @@ class PPOConfig:
     chunk_length: int | None = None
     target_kl: float | None = 0.015
     hidden_size: int = 64
+    action_prior: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         positive = {
@@ -255,6 +257,13 @@ class PPOAgent:
         self.network: ActorCriticBase = network_type(
             obs_dim, num_actions, self.config.hidden_size
         ).to(self.device)
+        if self.config.action_prior is not None:
+            if len(self.config.action_prior) != num_actions:
+                raise ValueError(
+                    f"action_prior has {len(self.config.action_prior)} logits for "
+                    f"{num_actions} actions"
+                )
+            self.network.set_action_prior(self.config.action_prior)
         # Fused Adam can skip a step on the device (see _step_if_finite).
         self.optimizer = torch.optim.Adam(
             self.network.parameters(), lr=self.config.lr, eps=1e-5, fused=True
