@@ -154,6 +154,12 @@ def train_command(args: argparse.Namespace) -> int:
     config, dataset, checkpoint = _prepare(args)
     torch.set_num_threads(args.threads)
     run_id = uuid.uuid4().hex[:16]
+    trainer = _start(config, dataset, run_id)
+    if checkpoint is not None:
+        try:
+            trainer.load_state_dict(checkpoint)
+        except CheckpointError as error:
+            raise UsageError(str(error)) from None
     try:
         jsonl = JsonlSink(args.telemetry_dir)
     except OSError as error:
@@ -164,16 +170,9 @@ def train_command(args: argparse.Namespace) -> int:
     hub = TelemetryHub([jsonl, ConsoleSink(verbose=args.verbose)])
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     started = time.perf_counter()
-    status, exit_code, progress = "completed", 0, None
+    status, exit_code = "completed", 0
     try:
         with installed(hub):
-            trainer = _start(config, dataset, run_id)
-            progress = trainer.progress
-            if checkpoint is not None:
-                try:
-                    trainer.load_state_dict(checkpoint)
-                except CheckpointError as error:
-                    raise UsageError(str(error)) from None
             _train(trainer, args)
     except KeyboardInterrupt:
         status, exit_code = "interrupted (Ctrl-C)", 130
@@ -181,7 +180,8 @@ def train_command(args: argparse.Namespace) -> int:
         status, exit_code = "terminated (SIGTERM)", 143
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-    _print_summary(status, run_id, jsonl.path, hub, progress, time.perf_counter() - started)
+    wall_s = time.perf_counter() - started
+    _print_summary(status, run_id, jsonl.path, hub, trainer.progress, wall_s)
     return exit_code
 
 
@@ -233,11 +233,11 @@ def _print_summary(
     run_id: str,
     log_path: Path,
     hub: TelemetryHub,
-    progress: Progress | None,
+    progress: Progress,
     wall_s: float,
 ) -> None:
     lines = [f"esper: training {status} in {wall_s:.1f}s", f"  run id:    {run_id}"]
-    if progress is not None and progress.accuracies:
+    if progress.accuracies:
         lines += [
             f"  episodes:  {progress.episodes_completed} in {progress.batches_completed} batches",
             f"  accuracy:  {progress.accuracies[-1]:.2f}% last batch, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.contracts.actions import Action
 from app.contracts.events import TelemetryLevel
 from app.control.heuristic import HeuristicConfig
 from app.control.tracker import TrackerConfig
@@ -16,6 +17,20 @@ from app.training.environment import HostConfig
 from app.training.progress import ProgressThresholds
 
 CONTROLLERS = ("ppo", "heuristic")
+
+# PPO as tuned for the seed controller's episodes of 24 decisions. An untrained policy
+# that picks uniformly culls a live seed within a few epochs (CULL is one of two valid
+# actions), so it would almost never see what a blended seed is worth; a prior for WAIT
+# lets early episodes carry seeds far enough to learn from.
+WAIT_PRIOR_LOGIT = 2.0
+CONTROLLER_PPO = PPOConfig(
+    lr=1e-3,
+    ent_coef=0.02,
+    ent_coef_final=0.005,
+    ent_anneal_updates=50,
+    ent_coef_floor=0.005,
+    action_prior=tuple(WAIT_PRIOR_LOGIT if a == Action.WAIT else 0.0 for a in Action),
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +49,7 @@ class RunConfig:
     slot: SlotConfig = field(default_factory=SlotConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     heuristic: HeuristicConfig = field(default_factory=HeuristicConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
+    ppo: PPOConfig = CONTROLLER_PPO
     reward: RewardConfig = field(default_factory=RewardConfig)
     anomaly: AnomalyThresholds = field(default_factory=AnomalyThresholds)
     progress: ProgressThresholds = field(default_factory=ProgressThresholds)

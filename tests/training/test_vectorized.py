@@ -112,7 +112,10 @@ def test_ppo_update_events_carry_every_contract_field(
             assert finite(data[name]), f"{name}={data[name]!r}"
         assert data["value_loss"] >= 0
         assert 0 <= data["entropy"] <= math.log(8) + 1e-6
-        assert data["entropy_coef"] == pytest.approx(config.ppo.ent_coef)
+        ppo = config.ppo
+        annealed = (number - 1) / ppo.ent_anneal_updates
+        expected_coef = ppo.ent_coef + annealed * (ppo.ent_coef_final - ppo.ent_coef)
+        assert data["entropy_coef"] == pytest.approx(expected_coef)
         assert 0.0 <= data["clip_fraction"] <= 1.0
         assert 0.0 < data["ratio_min"] <= data["ratio_mean"] <= data["ratio_max"]
         assert data["ratio_std"] >= 0
