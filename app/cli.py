@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
 import time
@@ -20,14 +22,9 @@ from opentelemetry import trace
 from tqdm import tqdm
 
 from app.contracts.events import TelemetryLevel
-from app.training.checkpoint import (
-    CheckpointError,
-    check_compatible,
-    load_checkpoint,
-    save_checkpoint,
-)
+from app.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from app.training.config import CONTROLLERS, RunConfig
-from app.training.datasets import DATASETS, DatasetError, load_dataset
+from app.training.datasets import DATASETS, Dataset, DatasetError, load_dataset
 from app.training.progress import ProgressThresholds
 from app.training.vectorized import Progress, VectorizedTrainer
 from instrumentation.hub import TelemetryHub, installed
@@ -50,14 +47,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def _bounded(kind: Callable[[str], Any], low: float, name: str) -> Callable[[str], Any]:
+def _bounded(
+    kind: Callable[[str], Any], low: float, name: str, high: float = math.inf
+) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{name} must be at least {low}, got {text}")
+        if not math.isfinite(value) or not low <= value <= high:
+            bounds = f"at least {low}" if high == math.inf else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"{name} must be {bounds}, got {text}")
         return value
 
     return parse
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-epochs", type=_bounded(int, 2, "--max-epochs"), default=25, help="per episode")
     add("--dataset", choices=DATASETS, default="digits")
     add("--data-dir", type=Path, help="where cifar10 lives; nothing is downloaded")
-    add("--seed", type=int, default=0)
+    add("--seed", type=_bounded(int, 0, "--seed", high=2**32 - 1), default=0)
     add("--device", default="cpu", help="cpu, cuda or cuda:N")
     add("--threads", type=_bounded(int, 1, "--threads"), default=1, help="torch CPU threads")
     add("--telemetry-dir", type=Path, default=Path("telemetry"))
@@ -127,20 +127,36 @@ def _check_device(device: str) -> None:
         raise UsageError(f"--device {device!r} is not a torch device") from None
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: CUDA is not available on this machine")
+    try:
+        torch.empty(0, device=parsed)
+    except (RuntimeError, AssertionError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"--device {device} cannot be used: {reason}") from None
 
 
-def _prepare(args: argparse.Namespace) -> tuple[RunConfig, Any, dict[str, Any] | None]:
+def _check_save_path(path: Path) -> None:
+    """Fail now rather than lose the first batch to an unwritable checkpoint path."""
+    if path.is_dir():
+        raise UsageError(f"--save {path} is a directory; give a file name")
+    parent = path.parent
+    if parent.exists() and not (parent.is_dir() and os.access(parent, os.W_OK)):
+        raise UsageError(f"--save {path}: cannot write in {parent}")
+
+
+def _prepare(args: argparse.Namespace) -> tuple[RunConfig, Dataset, dict[str, Any] | None]:
     """Everything that can fail on bad input, done before any work starts."""
+    if args.recurrent and args.controller != "ppo":
+        raise UsageError("--recurrent applies to the ppo controller only")
     try:
         config = run_config(args)
     except ValueError as error:
         raise UsageError(str(error)) from None
     _check_device(config.device)
+    if args.save:
+        _check_save_path(args.save)
     try:
         dataset = load_dataset(config.dataset, config.data_dir, config.seed)
         checkpoint = load_checkpoint(args.resume) if args.resume else None
-        if checkpoint is not None:
-            check_compatible(checkpoint, config.controller, config.recurrent, config.envs)
     except (DatasetError, CheckpointError) as error:
         raise UsageError(str(error)) from None
     return config, dataset, checkpoint
@@ -168,28 +184,38 @@ def train_command(args: argparse.Namespace) -> int:
     # The log first: an interrupt landing between two sinks must not leave out of the log
     # an event the console already showed.
     hub = TelemetryHub([jsonl, ConsoleSink(verbose=args.verbose)])
-    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_handlers = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
+        signal.SIGINT: signal.getsignal(signal.SIGINT),
+    }
     started = time.perf_counter()
-    status, exit_code = "completed", 0
+    status, exit_code = "failed", 1
     try:
         with installed(hub):
-            _train(trainer, args)
+            try:
+                _train(trainer, args)
+            finally:
+                # A second Ctrl-C must not cut short the flush that closing the hub does.
+                for signum in previous_handlers:
+                    signal.signal(signum, signal.SIG_IGN)
+        status, exit_code = "completed", 0
     except KeyboardInterrupt:
         status, exit_code = "interrupted (Ctrl-C)", 130
     except Terminated:
         status, exit_code = "terminated (SIGTERM)", 143
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
-    wall_s = time.perf_counter() - started
-    _print_summary(status, run_id, jsonl.path, hub, trainer.progress, wall_s)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+        wall_s = time.perf_counter() - started
+        _print_summary(status, run_id, jsonl.path, hub, trainer.progress, wall_s)
     return exit_code
 
 
-def _start(config: RunConfig, dataset: Any, run_id: str) -> VectorizedTrainer:
+def _start(config: RunConfig, dataset: Dataset, run_id: str) -> VectorizedTrainer:
     """Open and close the short `esper.run` span that every batch trace links to."""
     attributes = {"esper.run_id": run_id, **_span_attributes(config)}
     with tracer.start_as_current_span("esper.run", attributes=attributes) as run_span:
-        return VectorizedTrainer(config, dataset, run_span)
+        return VectorizedTrainer(config, dataset, run_id, run_span)
 
 
 def _train(trainer: VectorizedTrainer, args: argparse.Namespace) -> None:
@@ -224,8 +250,8 @@ def _span_attributes(config: RunConfig) -> dict[str, str | int | float | bool]:
 
 def _write_run_file(path: Path, run_id: str, config: RunConfig) -> None:
     """The run's id and configuration beside its event log, for later tools."""
-    record = {"run_id": run_id, "config": _span_attributes(config)}
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    record = {"run_id": run_id, "config": asdict(config)}
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def _print_summary(

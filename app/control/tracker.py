@@ -19,6 +19,16 @@ class TrackerConfig:
     plateau_tolerance: float = 0.5
     history_length: int = 5
 
+    def __post_init__(self) -> None:
+        if not 0 < self.stabilization_threshold < 1:
+            raise ValueError(
+                f"stabilization_threshold must be in (0, 1), got {self.stabilization_threshold}"
+            )
+        if self.stabilization_epochs < 1 or self.history_length < 1:
+            raise ValueError("stabilization_epochs and history_length must be at least 1")
+        if self.spike_factor <= 1:
+            raise ValueError(f"spike_factor must exceed 1, got {self.spike_factor}")
+
 
 class SignalTracker:
     """Turns each epoch's metrics into TrainingSignals and latches host stabilization.

@@ -140,6 +140,12 @@ class SeedSlot(nn.Module):
         accuracy with the seed disabled) is worth measuring."""
         return self.seed is not None and self._state.stage in CONTRIBUTING_STAGES
 
+    @property
+    def measures_counterfactual(self) -> bool:
+        """Whether the lifecycle still needs the seed's measured contribution: while it
+        blends and is judged, not once it is permanent."""
+        return self.contributes and self._state.stage != SeedStage.FOSSILIZED
+
     @contextmanager
     def disabled(self) -> Iterator[None]:
         """Run the host as if the slot were empty, to measure the counterfactual."""

@@ -22,9 +22,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     partial.replace(path)
 
 
-def check_compatible(state: dict[str, Any], controller: str, recurrent: bool, envs: int) -> None:
-    """Raise CheckpointError unless the checkpoint was written by a run of the same setup."""
-    expected = {"controller": controller, "recurrent": recurrent, "envs": envs}
+def check_compatible(state: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Raise CheckpointError unless the checkpoint was written by a run of the same setup
+    (`expected` maps each setting that must match to this run's value)."""
     for key, value in expected.items():
         if state.get(key) != value:
             written = state.get(key)

@@ -1,4 +1,5 @@
-"""One run's whole configuration: every threshold and size, settable from the CLI."""
+"""One run's whole configuration: every size and threshold in one object (the CLI sets
+the ones a user changes most; the rest are defaults here)."""
 
 from __future__ import annotations
 

@@ -87,9 +87,13 @@ def _cifar10(data_dir: Path | None) -> Dataset:
     if data_dir is None:
         raise DatasetError("cifar10 needs --data-dir pointing at the CIFAR-10 python files")
     folder = data_dir / _CIFAR_FOLDER
-    if not folder.is_dir() and (data_dir / _CIFAR_ARCHIVE).is_file():
-        with tarfile.open(data_dir / _CIFAR_ARCHIVE) as archive:
-            archive.extractall(data_dir, filter="data")
+    archive_path = data_dir / _CIFAR_ARCHIVE
+    if not folder.is_dir() and archive_path.is_file():
+        try:
+            with tarfile.open(archive_path) as archive:
+                archive.extractall(data_dir, filter="data")
+        except (tarfile.TarError, OSError) as error:
+            raise DatasetError(f"cannot extract {archive_path} into {data_dir}: {error}") from None
     if not folder.is_dir():
         raise DatasetError(
             f"no CIFAR-10 in {data_dir}: expected {folder} or {data_dir / _CIFAR_ARCHIVE} "
@@ -118,7 +122,7 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             batch = pickle.load(handle, encoding="bytes")
         images = np.asarray(batch[b"data"], dtype=np.float64).reshape(-1, 3, 32, 32) / 255.0
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as error:
+    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError, OSError) as error:
         raise DatasetError(f"CIFAR-10 file {path} is not a CIFAR-10 batch: {error}") from None
     if len(labels) != len(images):
         raise DatasetError(

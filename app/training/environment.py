@@ -41,6 +41,7 @@ class HostConfig:
 
     width: int = 16
     block2_width: int = 4
+    block3_width: int | None = None
     lr: float = 0.03
     lr_decay: float = 0.7
     seed_lr: float = 0.01
@@ -74,7 +75,7 @@ class HostEnvironment:
         self.tracker_config = tracker_config
         self.device = device
         self.data_order = torch.Generator().manual_seed(data_seed)
-        self._seeds_grown = 0
+        self.seeds_grown = 0
         self.reset()
 
     def reset(self) -> None:
@@ -86,6 +87,7 @@ class HostEnvironment:
             data.image_size,
             width=self.host_config.width,
             block2_width=self.host_config.block2_width,
+            block3_width=self.host_config.block3_width,
             env_id=self.env_id,
             slot_config=self.slot_config,
         ).to(self.device)
@@ -97,6 +99,11 @@ class HostEnvironment:
         self._optimized_seed: str | None = None
         self.governor.snapshot(optimizers=[self._host_optimizer])
         self.signals: TrainingSignals | None = None
+        self.host_params = sum(p.numel() for p in self.host.host_parameters())
+
+    @property
+    def seed_params(self) -> int:
+        return sum(p.numel() for p in self.host.seed_parameters())
 
     @property
     def slot(self) -> SeedSlot:
@@ -110,7 +117,7 @@ class HostEnvironment:
         self._host_schedule.step()
         val_loss, val_accuracy = self._evaluate()
         counterfactual = None
-        if self.host.slot.contributes:
+        if self.host.slot.measures_counterfactual:
             with self.host.seed_disabled():
                 _, counterfactual = self._evaluate()
         rolled_back = self.governor.check(val_loss)
@@ -133,9 +140,9 @@ class HostEnvironment:
         slot = self.host.slot
         blueprint = action.blueprint
         if blueprint is not None:
-            seed_id = f"env{self.env_id}_seed_{self._seeds_grown}"
+            seed_id = f"env{self.env_id}_seed_{self.seeds_grown}"
             grown = slot.germinate(blueprint, seed_id)
-            self._seeds_grown += grown
+            self.seeds_grown += grown
             return grown
         if action == Action.FOSSILIZE:
             return slot.fossilize()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import fmean
@@ -16,6 +17,13 @@ class ProgressThresholds:
 
     plateau: float = 0.5
     improvement: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.plateau <= self.improvement < math.inf:
+            raise ValueError(
+                "progress thresholds need 0 <= plateau <= improvement, finite; got "
+                f"plateau={self.plateau}, improvement={self.improvement}"
+            )
 
 
 HISTORY_LENGTH = 10

@@ -10,7 +10,7 @@ environment holding its `esper.epoch` spans, and the `esper.ppo.update` span.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import fmean
 from typing import Any
 
@@ -75,8 +75,15 @@ class _Decision:
 class VectorizedTrainer:
     """Runs batches of episodes over parallel host environments and trains the controller."""
 
-    def __init__(self, config: RunConfig, dataset: Dataset, run_span: Span | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        dataset: Dataset,
+        run_id: str = "",
+        run_span: Span | None = None,
+    ) -> None:
         self.config = config
+        self.run_id = run_id
         self.device = torch.device(config.device)
         self.run_links = [Link(run_span.get_span_context())] if run_span is not None else []
         torch.manual_seed(config.seed)
@@ -110,9 +117,7 @@ class VectorizedTrainer:
         """What a checkpoint needs to continue this run where it stopped."""
         progress = self.progress
         return {
-            "controller": self.config.controller,
-            "recurrent": self.config.recurrent,
-            "envs": self.config.envs,
+            **self._setup(),
             "agent": None if self.agent is None else self.agent.state_dict(),
             "batches_completed": progress.batches_completed,
             "episodes_completed": progress.episodes_completed,
@@ -122,12 +127,23 @@ class VectorizedTrainer:
             "heuristic_germinated": self.heuristic.germinated,
             "torch_rng": torch.get_rng_state(),
             "data_rng": [env.data_order.get_state() for env in self.envs],
+            "seeds_grown": [env.seeds_grown for env in self.envs],
+        }
+
+    def _setup(self) -> dict[str, Any]:
+        """The settings a checkpoint must share with the run that resumes it."""
+        config = self.config
+        return {
+            "controller": config.controller,
+            "recurrent": config.recurrent,
+            "envs": config.envs,
+            "dataset": config.dataset,
+            "max_epochs": config.max_epochs,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint; raises CheckpointError if it belongs to another setup."""
-        config = self.config
-        check_compatible(state, config.controller, config.recurrent, config.envs)
+        check_compatible(state, self._setup())
         try:
             if self.agent is not None:
                 self.agent.load_state_dict(state["agent"])
@@ -135,14 +151,17 @@ class VectorizedTrainer:
             self.escalation.remaining = int(state["escalation_remaining"])
             self.heuristic.germinated = int(state["heuristic_germinated"])
             telemetry.set_level(self.escalation.level)
-            for env, rng in zip(self.envs, state["data_rng"], strict=True):
+            for env, rng, grown in zip(
+                self.envs, state["data_rng"], state["seeds_grown"], strict=True
+            ):
                 env.data_order.set_state(rng)
-        except (KeyError, RuntimeError, ValueError) as error:
+                env.seeds_grown = int(grown)
+            self.progress.batches_completed = int(state["batches_completed"])
+            self.progress.episodes_completed = int(state["episodes_completed"])
+            self.progress.accuracies.extend(float(a) for a in state["accuracies"])
+            self.progress.rewards.extend(float(r) for r in state["rewards"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise CheckpointError(f"checkpoint does not fit this run: {error}") from None
-        self.progress.batches_completed = int(state["batches_completed"])
-        self.progress.episodes_completed = int(state["episodes_completed"])
-        self.progress.accuracies.extend(state["accuracies"])
-        self.progress.rewards.extend(state["rewards"])
 
     @property
     def finished(self) -> bool:
@@ -154,7 +173,8 @@ class VectorizedTrainer:
         batch = progress.batches_completed + 1
         remaining = self.config.episodes - progress.episodes_completed
         active = self.envs[: min(self.config.envs, remaining)]
-        attributes = {
+        attributes: dict[str, str | int] = {
+            "esper.run_id": self.run_id,
             "esper.batch": batch,
             "esper.episodes_completed": progress.episodes_completed,
         }
@@ -164,78 +184,93 @@ class VectorizedTrainer:
             accuracies, rewards, buffer = self._run_episodes(active)
             progress.episodes_completed += len(active)
             progress.batches_completed = batch
-            metrics = self._update(buffer) if buffer is not None else None
-            avg_accuracy, avg_reward = fmean(accuracies), fmean(rewards)
-            progress.accuracies.append(avg_accuracy)
-            progress.rewards.append(avg_reward)
+            progress.accuracies.append(fmean(accuracies))
+            progress.rewards.append(fmean(rewards))
             result = BatchResult(
                 batch,
                 progress.episodes_completed,
-                avg_accuracy,
-                avg_reward,
+                fmean(accuracies),
+                fmean(rewards),
                 fmean(progress.accuracies),
-                metrics,
+                metrics=None,
             )
-            if metrics is not None:
-                self._emit_update(result, metrics)
+            if buffer is not None:
+                result = replace(result, metrics=self._update(buffer, result))
             self.progress_detector.observe(batch, progress.accuracies, result.episodes_completed)
-            batch_span.set_attribute("esper.avg_accuracy", avg_accuracy)
+            batch_span.set_attribute("esper.avg_accuracy", result.avg_accuracy)
         return result
 
     def _run_episodes(
         self, envs: list[HostEnvironment]
     ) -> tuple[list[float], list[float], RolloutBuffer | None]:
         """Run one episode per env in lockstep; returns final accuracies, returns, buffer."""
-        config, agent = self.config, self.agent
         for env in envs:
             env.reset()
-        buffer = agent.new_buffer(len(envs), config.max_epochs - 1) if agent else None
-        hidden = agent.initial_hidden(len(envs)) if agent else None
-        returns = [0.0] * len(envs)
-        pending: _Decision | None = None
         episode_spans = [
             tracer.start_span("esper.episode", attributes={"esper.env_id": env.env_id})
             for env in envs
         ]
-        for epoch in range(1, config.max_epochs + 1):
-            epoch_spans = [
-                self._run_epoch(env, span, epoch)
-                for env, span in zip(envs, episode_spans, strict=True)
-            ]
-            accuracies = [self._signals(env).val_accuracy for env in envs]
-            if pending is not None:
-                step_rewards = self._rewards(envs, pending.accuracies, accuracies)
-                returns = [total + r for total, r in zip(returns, step_rewards, strict=True)]
-                if buffer is not None:
-                    done = float(epoch == config.max_epochs)
-                    buffer.add(
-                        pending.obs,
-                        pending.masks,
-                        pending.actions,
-                        pending.logprobs,
-                        pending.values,
-                        torch.tensor(step_rewards, dtype=torch.float32),
-                        torch.full((len(envs),), done),
-                        pending.hidden,
-                    )
-            if epoch < config.max_epochs:
-                pending, hidden = self._decide(envs, epoch, hidden, accuracies, epoch_spans)
-            for env, span in zip(envs, epoch_spans, strict=True):
-                span.set_attribute("esper.seed_stage", env.slot.stage.name)
+        try:
+            accuracies, returns, buffer = self._run_epochs(envs, episode_spans)
+            for span, accuracy in zip(episode_spans, accuracies, strict=True):
+                span.set_attribute("esper.final_accuracy", accuracy)
+            return accuracies, returns, buffer
+        finally:
+            for span in episode_spans:
                 span.end()
-        for span, accuracy in zip(episode_spans, accuracies, strict=True):
-            span.set_attribute("esper.final_accuracy", accuracy)
-            span.end()
+
+    def _run_epochs(
+        self, envs: list[HostEnvironment], episode_spans: list[Span]
+    ) -> tuple[list[float], list[float], RolloutBuffer | None]:
+        config, agent = self.config, self.agent
+        buffer = agent.new_buffer(len(envs), config.max_epochs - 1) if agent else None
+        hidden = agent.initial_hidden(len(envs)) if agent else None
+        returns = [0.0] * len(envs)
+        accuracies: list[float] = []
+        pending: _Decision | None = None
+        for epoch in range(1, config.max_epochs + 1):
+            epoch_spans: list[Span] = []
+            try:
+                for env, episode_span in zip(envs, episode_spans, strict=True):
+                    epoch_spans.append(self._run_epoch(env, episode_span, epoch))
+                accuracies = [self._signals(env).val_accuracy for env in envs]
+                if pending is not None:
+                    step_rewards = self._rewards(envs, pending.accuracies, accuracies)
+                    returns = [total + r for total, r in zip(returns, step_rewards, strict=True)]
+                    if buffer is not None:
+                        done = float(epoch == config.max_epochs)
+                        buffer.add(
+                            pending.obs,
+                            pending.masks,
+                            pending.actions,
+                            pending.logprobs,
+                            pending.values,
+                            torch.tensor(step_rewards, dtype=torch.float32),
+                            torch.full((len(envs),), done),
+                            pending.hidden,
+                        )
+                if epoch < config.max_epochs:
+                    pending, hidden = self._decide(envs, epoch, hidden, accuracies, epoch_spans)
+            finally:
+                for env, span in zip(envs, epoch_spans, strict=False):
+                    span.set_attribute("esper.seed_stage", env.slot.stage.name)
+                    span.end()
         return accuracies, returns, buffer
 
     def _run_epoch(self, env: HostEnvironment, episode_span: Span, epoch: int) -> Span:
+        """Train one env-epoch under its own `esper.epoch` span, left open for the
+        controller's action; the caller ends it."""
         span = tracer.start_span(
             "esper.epoch",
             context=trace.set_span_in_context(episode_span),
             attributes={"esper.env_id": env.env_id, "esper.epoch": epoch},
         )
-        with trace.use_span(span, end_on_exit=False):
-            env.run_epoch(epoch)
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                env.run_epoch(epoch)
+        except BaseException:
+            span.end()
+            raise
         return span
 
     def _decide(
@@ -276,13 +311,7 @@ class VectorizedTrainer:
         self, envs: list[HostEnvironment], before: list[float], after: list[float]
     ) -> list[float]:
         return [
-            step_reward(
-                b,
-                a,
-                sum(p.numel() for p in env.host.seed_parameters()),
-                sum(p.numel() for p in env.host.host_parameters()),
-                self.config.reward,
-            )
+            step_reward(b, a, env.seed_params, env.host_params, self.config.reward)
             for env, b, a in zip(envs, before, after, strict=True)
         ]
 
@@ -292,7 +321,9 @@ class VectorizedTrainer:
             raise RuntimeError(f"env {env.env_id} has not run an epoch yet")
         return env.signals
 
-    def _update(self, buffer: RolloutBuffer) -> PPOUpdateMetrics:
+    def _update(self, buffer: RolloutBuffer, batch: BatchResult) -> PPOUpdateMetrics:
+        """Train the agent on the batch; its anomalies and PPO_UPDATE_COMPLETED are
+        emitted on the update's span."""
         assert self.agent is not None
         with tracer.start_as_current_span("esper.ppo.update"):
             collect = self.escalation.level >= TelemetryLevel.DEBUG
@@ -303,6 +334,7 @@ class VectorizedTrainer:
             if anomalies:
                 self.escalation.escalate()
             telemetry.set_level(self.escalation.level)
+            self._emit_update(batch, metrics)
             return metrics
 
     def _emit_update(self, result: BatchResult, metrics: PPOUpdateMetrics) -> None:

@@ -236,6 +236,17 @@ BAD_INPUT = [
     ),
     pytest.param(["--device", "cuda"], "cuda", id="device-cuda"),
     pytest.param(["--device", "gpu"], "gpu", id="device-unknown"),
+    pytest.param(["--device", "mps"], "mps", id="device-not-built-in"),
+    pytest.param(["--seed", "-1"], "--seed", id="seed-negative"),
+    pytest.param(["--seed", str(2**64)], "--seed", id="seed-too-large"),
+    pytest.param(["--plateau-threshold", "nan"], "--plateau-threshold", id="threshold-nan"),
+    pytest.param(
+        ["--plateau-threshold", "3", "--improvement-threshold", "1"],
+        "plateau",
+        id="plateau-above-improvement",
+    ),
+    pytest.param(["--save", "{empty}"], "directory", id="save-to-a-directory"),
+    pytest.param(["--controller", "heuristic", "--recurrent"], "--recurrent", id="heuristic-lstm"),
 ]
 
 
