@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.contracts.actions import BLUEPRINTS, Action, germinate_action
+from app.contracts.seeds import SeedState
 from app.contracts.signals import TrainingSignals
 from app.contracts.stages import SeedStage
-from app.model.slot import SeedState
 
 
 @dataclass(frozen=True)

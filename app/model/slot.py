@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from app import telemetry
 from app.contracts.events import EventType, TelemetryEvent
+from app.contracts.seeds import SeedState
 from app.contracts.stages import SeedStage, can_transition
 from app.model.blueprints import build_seed, count_params
 
@@ -53,42 +54,6 @@ class SlotConfig:
             value = getattr(self, item.name)
             if item.name.endswith("_epochs") and value < 1:
                 raise ValueError(f"SlotConfig.{item.name} must be at least 1, got {value}")
-
-
-@dataclass
-class SeedState:
-    """The slot's view of its current seed; accuracies are percentages, deltas in pp.
-
-    `latest_accuracy` is the last val accuracy the trainer reported, seed or not, so that a
-    germination can record the accuracy it starts from.
-    """
-
-    stage: SeedStage = SeedStage.DORMANT
-    seed_id: str | None = None
-    blueprint_id: str | None = None
-    alpha: float = 0.0
-    epochs_in_stage: int = 0
-    epochs_total: int = 0
-    params: int = 0
-    latest_accuracy: float = 0.0
-    accuracy_at_germination: float = 0.0
-    accuracy_at_blending_start: float | None = None
-    last_counterfactual: float | None = None
-
-    @property
-    def improvement(self) -> float:
-        return self.latest_accuracy - self.accuracy_at_germination
-
-    @property
-    def blending_delta(self) -> float:
-        if self.accuracy_at_blending_start is None:
-            return 0.0
-        return self.latest_accuracy - self.accuracy_at_blending_start
-
-    @property
-    def counterfactual(self) -> float:
-        """The last measured contribution; 0 before one is measured, when alpha was 0."""
-        return 0.0 if self.last_counterfactual is None else self.last_counterfactual
 
 
 class SeedSlot(nn.Module):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from app.contracts.seeds import SeedState
 from app.contracts.signals import TrainingSignals
 from app.contracts.stages import SeedStage
-from app.model.slot import SeedState
 
 HISTORY = 5
 OBS_DIM = 10 + len(SeedStage) + 5 + HISTORY

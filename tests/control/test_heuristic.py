@@ -7,10 +7,10 @@ import itertools
 import pytest
 
 from app.contracts.actions import BLUEPRINTS, Action, action_mask, germinate_action
+from app.contracts.seeds import SeedState
 from app.contracts.signals import TrainingSignals
 from app.contracts.stages import SeedStage
 from app.control.heuristic import HeuristicConfig, HeuristicController
-from app.model.slot import SeedState
 
 LIVE_NON_GATE_STAGES = (SeedStage.GERMINATED, SeedStage.TRAINING)
 INACTIVE_STAGES = (SeedStage.FOSSILIZED, SeedStage.CULLED, SeedStage.EMBARGOED)

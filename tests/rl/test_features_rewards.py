@@ -6,10 +6,10 @@ import math
 
 import pytest
 
+from app.contracts.seeds import SeedState
 from app.contracts.signals import TrainingSignals
 from app.contracts.stages import SeedStage
 from app.control.tracker import SignalTracker
-from app.model.slot import SeedState
 from app.rl.features import HISTORY, OBS_DIM, observation
 from app.rl.rewards import RewardConfig, step_reward
 
