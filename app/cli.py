@@ -219,18 +219,24 @@ def _start(config: RunConfig, dataset: Dataset, run_id: str) -> VectorizedTraine
 
 
 def _train(trainer: VectorizedTrainer, args: argparse.Namespace) -> None:
-    config = trainer.config
+    """Run the batches under a progress bar that moves every epoch (rate and ETA in
+    episodes), saving a checkpoint after each batch when asked."""
     with tqdm(
-        total=config.episodes,
+        total=trainer.config.episodes,
         initial=trainer.progress.episodes_completed,
         unit="episode",
         disable=args.no_progress,
         dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n:.3g}/{total} [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
     ) as bar:
+
+        def advance(episodes: float) -> None:
+            bar.update(min(episodes, bar.total - bar.n))  # float steps must not overshoot
+
+        trainer.on_epoch = advance
         while not trainer.finished:
-            before = trainer.progress.episodes_completed
             last = trainer.run_batch()
-            bar.update(last.episodes_completed - before)
+            bar.n = last.episodes_completed  # exact again after the fractional steps
             bar.set_postfix(acc=f"{last.avg_accuracy:.1f}", reward=f"{last.avg_reward:.2f}")
             if args.save:
                 save_checkpoint(args.save, trainer.state_dict())

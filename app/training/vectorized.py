@@ -10,6 +10,7 @@ environment holding its `esper.epoch` spans, and the `esper.ppo.update` span.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from statistics import fmean
 from typing import Any
@@ -81,9 +82,13 @@ class VectorizedTrainer:
         dataset: Dataset,
         run_id: str = "",
         run_span: Span | None = None,
+        on_epoch: Callable[[float], None] | None = None,
     ) -> None:
+        """`on_epoch` is told, after each lockstep epoch, how many episodes' worth of
+        work it completed (a fraction), so a progress bar can move within a batch."""
         self.config = config
         self.run_id = run_id
+        self.on_epoch = on_epoch
         self.device = torch.device(config.device)
         self.run_links = [Link(run_span.get_span_context())] if run_span is not None else []
         torch.manual_seed(config.seed)
@@ -251,6 +256,8 @@ class VectorizedTrainer:
                         )
                 if epoch < config.max_epochs:
                     pending, hidden = self._decide(envs, epoch, hidden, accuracies, epoch_spans)
+                if self.on_epoch is not None:
+                    self.on_epoch(len(envs) / config.max_epochs)
             finally:
                 for env, span in zip(envs, epoch_spans, strict=False):
                     span.set_attribute("esper.seed_stage", env.slot.stage.name)
