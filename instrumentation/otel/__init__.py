@@ -1,0 +1,21 @@
+"""OpenTelemetry for Esper: SDK setup, the event-to-OTel sink and the metrics (DESIGN §5).
+
+`app/` imports only the OpenTelemetry API; everything that needs the SDK lives here.
+"""
+
+from instrumentation.otel.adapter import OpenTelemetrySink, current_span_ids
+from instrumentation.otel.setup import (
+    DEFAULT_SHUTDOWN_TIMEOUT_S,
+    OpenTelemetrySession,
+    TelemetryConfigError,
+    configure_opentelemetry,
+)
+
+__all__ = [
+    "DEFAULT_SHUTDOWN_TIMEOUT_S",
+    "OpenTelemetrySession",
+    "OpenTelemetrySink",
+    "TelemetryConfigError",
+    "configure_opentelemetry",
+    "current_span_ids",
+]

@@ -1,0 +1,159 @@
+"""The OpenTelemetry sink: each domain event becomes a span event and metric updates.
+
+Span events (DESIGN §5, a contract): name `esper.<event type in lower case>` on the span
+current when the event was emitted (the innermost `esper.*` span), timestamp = the
+event's own; attributes `esper.event.type`, `esper.event.id`, `esper.event.severity`,
+`esper.seed_id`, `esper.slot_id`, `esper.epoch`, `esper.message` (nulls omitted) and every
+data key as `esper.data.<key>`: nested objects flattened with dots, lists of primitives
+kept as arrays, None omitted, non-finite floats kept as floats (OTLP carries NaN and
+infinities as doubles). Severity error or critical sets the span's status to ERROR.
+
+Limits. The SDK keeps at most 128 events per span and 128 attributes per event by
+default (OTEL_SPAN_EVENT_COUNT_LIMIT, OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT) and silently
+drops the rest. The largest event is a DEBUG PPO_UPDATE_COMPLETED: 21 data keys, the
+standard attributes, and `layer_grad_stats`, 4 statistics for each parameter tensor of
+the policy (12 tensors for the feedforward network, 10 for the LSTM), about 75
+attributes. `setup.py` raises the per-event limit to 256 unless the environment sets
+one, so a policy twice as deep still fits; flattened keys keep each statistic
+searchable in Jaeger, which a JSON-encoded blob would not. Events per span stay far
+below 128 because there is one trace per batch: an `esper.epoch` span gets its epoch's
+EPOCH_COMPLETED and a few seed-lifecycle events, `esper.batch` the update and progress.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from app.contracts.events import Severity, TelemetryEvent
+from instrumentation.otel.metrics import EsperMetrics
+
+SINK_NAME = "otel"
+DATA_PREFIX = "esper.data."
+
+_ERROR_SEVERITIES = frozenset({Severity.ERROR, Severity.CRITICAL})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NANOSECONDS_PER_MICROSECOND = 1000
+
+
+def current_span_ids() -> tuple[str, str] | None:
+    """(trace_id, span_id) of the recording current span as lowercase hex, else None.
+
+    The JSONL sink's `context_provider`: it ties each log line to the span that holds
+    the same event in Jaeger.
+    """
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return None
+    context = span.get_span_context()
+    return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
+
+
+def event_name(event: TelemetryEvent) -> str:
+    return f"esper.{event.event_type.value.lower()}"
+
+
+def timestamp_ns(moment: datetime) -> int:
+    """Nanoseconds since the Unix epoch, exact to the microsecond a datetime holds."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1) * _NANOSECONDS_PER_MICROSECOND
+
+
+def event_attributes(event: TelemetryEvent) -> dict[str, AttributeValue]:
+    """The span-event attributes of DESIGN §5 for one event."""
+    attributes: dict[str, AttributeValue] = {
+        "esper.event.type": event.event_type.value,
+        "esper.event.id": event.event_id,
+        "esper.event.severity": event.severity.value,
+    }
+    optional: tuple[tuple[str, str | int | None], ...] = (
+        ("esper.seed_id", event.seed_id),
+        ("esper.slot_id", event.slot_id),
+        ("esper.epoch", event.epoch),
+        ("esper.message", event.message or None),
+    )
+    attributes.update((key, value) for key, value in optional if value is not None)
+    attributes.update(flatten(event.data, DATA_PREFIX))
+    return attributes
+
+
+def flatten(data: Mapping[str, object], prefix: str) -> Iterator[tuple[str, AttributeValue]]:
+    """Attribute pairs for a data object: nested mappings joined with dots, None left out."""
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from flatten(value, f"{name}.")
+            continue
+        converted = attribute_value(value)
+        if converted is not None:
+            yield name, converted
+
+
+def attribute_value(value: object) -> AttributeValue | None:
+    """value as an OTel attribute value, or None to leave it out.
+
+    Primitives stay as they are (numpy scalars become int or float); a list or tuple
+    becomes a homogeneous array: all bools, all ints, numbers mixed with floats as
+    floats, anything else as strings. Objects that are none of these are written as
+    `str(value)`, as the JSONL log does: losing the type beats losing the value.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return _array([item for item in value if item is not None])
+    return str(value)
+
+
+def _array(items: Sequence[object]) -> AttributeValue:
+    if all(isinstance(item, bool) for item in items):
+        return [bool(item) for item in items]
+    if not any(isinstance(item, bool) for item in items):
+        if all(isinstance(item, numbers.Integral) for item in items):
+            return [int(item) for item in items]  # type: ignore[call-overload]
+        if all(isinstance(item, numbers.Real) for item in items):
+            return [float(item) for item in items]  # type: ignore[arg-type]
+    return [item if isinstance(item, str) else str(item) for item in items]
+
+
+class OpenTelemetrySink:
+    """A hub sink (instrumentation.sinks.TelemetrySink) that maps events to OTel.
+
+    Flush and close do nothing: span and metric export belong to the providers'
+    background threads, and flushing them is `OpenTelemetrySession.shutdown`'s job,
+    under its time bound, after the hub has closed.
+    """
+
+    name = SINK_NAME
+
+    def __init__(self, metrics: EsperMetrics) -> None:
+        self._metrics = metrics
+
+    def emit(self, event: TelemetryEvent) -> None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                event_name(event),
+                attributes=event_attributes(event),
+                timestamp=timestamp_ns(event.timestamp),
+            )
+            if event.severity in _ERROR_SEVERITIES:
+                span.set_status(Status(StatusCode.ERROR, event.message or event.event_type))
+        self._metrics.observe(event)
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

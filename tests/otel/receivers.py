@@ -1,0 +1,192 @@
+"""In-process OTLP receivers that decode the real protobuf requests, over gRPC and HTTP.
+
+The SDK's own exporters send to them, so a test sees exactly what a collector would.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+ExportTraceServiceRequest = trace_service_pb2.ExportTraceServiceRequest
+ExportMetricsServiceRequest = metrics_service_pb2.ExportMetricsServiceRequest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def value_of(value: AnyValue) -> Any:
+    """An OTLP AnyValue as a Python value (arrays as lists)."""
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [value_of(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes_of(value.kvlist_value.values)
+    return getattr(value, kind) if kind else None
+
+
+def attributes_of(attributes: Any) -> dict[str, Any]:
+    pairs: list[KeyValue] = list(attributes)
+    return {pair.key: value_of(pair.value) for pair in pairs}
+
+
+class Received:
+    """What a receiver stored: the decoded export requests, with accessors."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.trace_requests: list[Any] = []
+        self.metric_requests: list[Any] = []
+
+    def spans(self) -> list[Span]:
+        with self.lock:
+            return [
+                span
+                for request in self.trace_requests
+                for resource_spans in request.resource_spans
+                for scope_spans in resource_spans.scope_spans
+                for span in scope_spans.spans
+            ]
+
+    def resources(self) -> list[Resource]:
+        with self.lock:
+            requests = [*self.trace_requests, *self.metric_requests]
+        resources = []
+        for request in requests:
+            items = getattr(request, "resource_spans", None) or request.resource_metrics
+            resources.extend(item.resource for item in items)
+        return resources
+
+    def metrics(self) -> dict[str, list[Metric]]:
+        """Every exported metric by name, in export order (the last is the latest)."""
+        found: dict[str, list[Metric]] = {}
+        with self.lock:
+            for request in self.metric_requests:
+                for resource_metrics in request.resource_metrics:
+                    for scope_metrics in resource_metrics.scope_metrics:
+                        for metric in scope_metrics.metrics:
+                            found.setdefault(metric.name, []).append(metric)
+        return found
+
+
+class GrpcReceiver(Received):
+    """A gRPC OTLP receiver on 127.0.0.1 (TraceService and MetricsService)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        receiver = self
+
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC name)
+                with receiver.lock:
+                    receiver.trace_requests.append(request)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+                with receiver.lock:
+                    receiver.metric_requests.append(request)
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self._server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self._server)
+        self._server.add_insecure_port(f"127.0.0.1:{self.port}")
+
+    def start(self) -> GrpcReceiver:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(grace=None)
+
+
+class HttpReceiver(Received):
+    """An OTLP/HTTP (protobuf) receiver on 127.0.0.1: POST /v1/traces and /v1/metrics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/v1/traces":
+                    request: Any = ExportTraceServiceRequest.FromString(body)
+                    reply = trace_service_pb2.ExportTraceServiceResponse()
+                    with receiver.lock:
+                        receiver.trace_requests.append(request)
+                elif self.path == "/v1/metrics":
+                    request = ExportMetricsServiceRequest.FromString(body)
+                    reply = metrics_service_pb2.ExportMetricsServiceResponse()
+                    with receiver.lock:
+                        receiver.metric_requests.append(request)
+                else:
+                    self.send_error(404)
+                    return
+                payload = reply.SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> HttpReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class BlackHole:
+    """A TCP listener that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(16)
+        self.port = self._socket.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            self._accepted.append(connection)
+
+    def stop(self) -> None:
+        self._socket.close()
+        for connection in self._accepted:
+            connection.close()
