@@ -28,7 +28,14 @@ from app.training.datasets import DATASETS, Dataset, DatasetError, load_dataset
 from app.training.progress import ProgressThresholds
 from app.training.vectorized import Progress, VectorizedTrainer
 from instrumentation.hub import TelemetryHub, installed
-from instrumentation.sinks import ConsoleSink, JsonlSink
+from instrumentation.otel import (
+    DEFAULT_SHUTDOWN_TIMEOUT_S,
+    OpenTelemetrySession,
+    TelemetryConfigError,
+    configure_opentelemetry,
+    current_span_ids,
+)
+from instrumentation.sinks import ConsoleSink, JsonlSink, TelemetrySink
 
 USAGE_ERROR = 2
 tracer = trace.get_tracer("esper.cli")
@@ -87,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--verbose", action="store_true", help="print every event to the console")
     add("--plateau-threshold", type=_bounded(float, 0, "--plateau-threshold"), default=0.5)
     add("--improvement-threshold", type=_bounded(float, 0, "--improvement-threshold"), default=2.0)
+    add(
+        "--prometheus-port",
+        type=_bounded(int, 0, "--prometheus-port", high=65535),
+        help="serve /metrics on this port (0 picks a free one); no collector needed",
+    )
     add("--save", type=Path, help="write a checkpoint here after every batch")
     add("--resume", type=Path, help="continue from this checkpoint")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -170,6 +182,25 @@ def train_command(args: argparse.Namespace) -> int:
     config, dataset, checkpoint = _prepare(args)
     torch.set_num_threads(args.threads)
     run_id = uuid.uuid4().hex[:16]
+    try:
+        # Before the run starts, so that its esper.run span is recorded.
+        otel = configure_opentelemetry(run_id, prometheus_port=args.prometheus_port)
+    except TelemetryConfigError as error:
+        raise UsageError(str(error)) from None
+    try:
+        return _run(args, config, dataset, checkpoint, run_id, otel)
+    finally:
+        otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S)
+
+
+def _run(
+    args: argparse.Namespace,
+    config: RunConfig,
+    dataset: Dataset,
+    checkpoint: dict[str, Any] | None,
+    run_id: str,
+    otel: OpenTelemetrySession,
+) -> int:
     trainer = _start(config, dataset, run_id)
     if checkpoint is not None:
         try:
@@ -177,13 +208,19 @@ def train_command(args: argparse.Namespace) -> int:
         except CheckpointError as error:
             raise UsageError(str(error)) from None
     try:
-        jsonl = JsonlSink(args.telemetry_dir)
+        jsonl = JsonlSink(args.telemetry_dir, context_provider=current_span_ids)
     except OSError as error:
         raise UsageError(f"cannot write telemetry to {args.telemetry_dir}: {error}") from None
     _write_run_file(jsonl.path.parent / "run.json", run_id, config)
     # The log first: an interrupt landing between two sinks must not leave out of the log
     # an event the console already showed.
-    hub = TelemetryHub([jsonl, ConsoleSink(verbose=args.verbose)])
+    sinks: list[TelemetrySink] = [jsonl, ConsoleSink(verbose=args.verbose)]
+    if otel.sink is not None:
+        sinks.append(otel.sink)
+    hub = TelemetryHub(sinks)
+    otel.report_sink_errors(hub)
+    if otel.prometheus_port is not None:
+        print(f"esper: metrics at http://localhost:{otel.prometheus_port}/metrics", file=sys.stderr)
     previous_handlers = {
         signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
         signal.SIGINT: signal.getsignal(signal.SIGINT),
