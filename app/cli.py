@@ -28,12 +28,21 @@ from app.training.datasets import DATASETS, Dataset, DatasetError, load_dataset
 from app.training.progress import ProgressThresholds
 from app.training.vectorized import Progress, VectorizedTrainer
 from instrumentation.hub import TelemetryHub, installed
+from instrumentation.jsonl_reader import LogLineError
 from instrumentation.otel import (
     DEFAULT_SHUTDOWN_TIMEOUT_S,
     OpenTelemetrySession,
     TelemetryConfigError,
     configure_opentelemetry,
     current_span_ids,
+)
+from instrumentation.replay import (
+    LogReplayer,
+    ReplayInputError,
+    check_destination,
+    check_readable,
+    log_files,
+    run_id_for,
 )
 from instrumentation.sinks import ConsoleSink, JsonlSink, TelemetrySink
 
@@ -103,6 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
     add("--resume", type=Path, help="continue from this checkpoint")
     add("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=train_command)
+    replay = commands.add_parser(
+        "replay",
+        help="send a recorded event log to the OTLP endpoint, with its original timestamps",
+        description="Send EVENTS.jsonl (and its rotated EVENTS.jsonl.N beside it, oldest "
+        "first) to the OTLP endpoint of the OTEL_* variables as traces and metrics, "
+        "to look at an old run in Jaeger.",
+        epilog="exit status: 0 when every event was replayed and exported; 1 when corrupt "
+        "lines were skipped (each is reported) or the export did not finish in time; "
+        "2 when the log is missing or unreadable or no exporter is configured.",
+    )
+    replay.add_argument("events", type=Path, metavar="EVENTS.jsonl")
+    replay.add_argument(
+        "--run-id",
+        help="tag the traces with this run id (default: run.json beside the log, else the "
+        "run directory's or the file's name)",
+    )
+    replay.set_defaults(handler=replay_command)
     return parser
 
 
@@ -191,6 +217,31 @@ def train_command(args: argparse.Namespace) -> int:
         return _run(args, config, dataset, checkpoint, run_id, otel)
     finally:
         otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S)
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    try:
+        paths = log_files(args.events)
+        check_readable(paths)
+        check_destination()
+        run_id = args.run_id or run_id_for(args.events)
+        otel = configure_opentelemetry(run_id, install_globally=False)
+        replayer = LogReplayer(otel, run_id, len(paths), _report_skipped_line)
+    except (ReplayInputError, TelemetryConfigError) as error:
+        raise UsageError(str(error)) from None
+    status = "completed"
+    try:
+        replayer.replay(paths)
+    except KeyboardInterrupt:
+        status = "interrupted (Ctrl-C)"
+    finally:
+        finished = otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S)
+    print(replayer.summary(status, finished, DEFAULT_SHUTDOWN_TIMEOUT_S), file=sys.stderr)
+    return 130 if status != "completed" else replayer.exit_code(finished)
+
+
+def _report_skipped_line(error: LogLineError) -> None:
+    print(f"esper: skipped {error}", file=sys.stderr)
 
 
 def _run(

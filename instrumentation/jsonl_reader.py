@@ -5,6 +5,8 @@ Replay and report read logs written by this project and by the original system
 reported with its line number and skipped; every other line still comes out. The
 strings "NaN", "Infinity" and "-Infinity" stay strings, so a round trip is lossless;
 bare NaN/Infinity tokens, which a non-strict writer may have produced, read as floats.
+`trace_id` and `span_id` are not part of an event; `read_logged_events` keeps them beside
+it for replay, `read_events` drops them.
 """
 
 from __future__ import annotations
@@ -36,28 +38,45 @@ def _log_warning(error: LogLineError) -> None:
     _log.warning("skipping unreadable event line %s", error)
 
 
+@dataclass(frozen=True)
+class LoggedEvent:
+    """An event with the ids of the span that held it when it was logged, if any."""
+
+    event: TelemetryEvent
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
 def read_events(
     path: Path, on_error: Callable[[LogLineError], None] = _log_warning
 ) -> Iterator[TelemetryEvent]:
     """Yield the events of the log in file order; bad lines go to on_error, then skipped.
 
     Blank lines are ignored. The default on_error logs a warning, so nothing is dropped
-    silently. `trace_id` and `span_id`, when present, are not part of the event and are
-    ignored.
+    silently.
     """
+    for logged in read_logged_events(path, on_error):
+        yield logged.event
+
+
+def read_logged_events(
+    path: Path, on_error: Callable[[LogLineError], None] = _log_warning
+) -> Iterator[LoggedEvent]:
+    """Like `read_events`, with each line's `trace_id` and `span_id` (None when absent or
+    not strings)."""
     with path.open("rb") as lines:
         for line_number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
             try:
-                event = _parse(raw)
+                logged = _parse(raw)
             except ValueError as exc:
                 on_error(LogLineError(path, line_number, str(exc)))
                 continue
-            yield event
+            yield logged
 
 
-def _parse(raw: bytes) -> TelemetryEvent:
+def _parse(raw: bytes) -> LoggedEvent:
     try:
         record = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -67,6 +86,11 @@ def _parse(raw: bytes) -> TelemetryEvent:
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     try:
-        return TelemetryEvent.from_record(record)
+        event = TelemetryEvent.from_record(record)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"invalid event: {exc}") from None
+    return LoggedEvent(event, _text(record.get("trace_id")), _text(record.get("span_id")))
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
