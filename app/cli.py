@@ -200,8 +200,32 @@ def _prepare(args: argparse.Namespace) -> tuple[RunConfig, Dataset, dict[str, An
     return config, dataset, checkpoint
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+class StopRequest:
+    """Ctrl-C and SIGTERM ask the run to stop at the next epoch boundary.
+
+    Raising from the signal handler itself could land inside the hub's fan-out or inside
+    an ending span, losing an event from some sinks or a span from the trace; at the
+    boundary nothing is half-delivered. A second signal stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        repeated = self.signum is not None
+        self.signum = signum
+        if repeated:
+            self.raise_if_requested()
+        print(
+            "\nesper: stopping after this epoch (Ctrl-C again stops at once)",
+            file=sys.stderr,
+        )
+
+    def raise_if_requested(self) -> None:
+        if self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.signum == signal.SIGTERM:
+            raise Terminated
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -272,16 +296,16 @@ def _run(
     otel.report_sink_errors(hub)
     if otel.prometheus_port is not None:
         print(f"esper: metrics at http://localhost:{otel.prometheus_port}/metrics", file=sys.stderr)
+    stop = StopRequest()
     previous_handlers = {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
-        signal.SIGINT: signal.getsignal(signal.SIGINT),
+        signum: signal.signal(signum, stop.handle) for signum in (signal.SIGTERM, signal.SIGINT)
     }
     started = time.perf_counter()
     status, exit_code = "failed", 1
     try:
         with installed(hub):
             try:
-                _train(trainer, args)
+                _train(trainer, args, stop)
             finally:
                 # A second Ctrl-C must not cut short the flush that closing the hub does.
                 for signum in previous_handlers:
@@ -292,9 +316,10 @@ def _run(
     except Terminated:
         status, exit_code = "terminated (SIGTERM)", 143
     finally:
+        wall_s = time.perf_counter() - started
+        otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S)  # before the summary: it counts losses
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
-        wall_s = time.perf_counter() - started
         _print_summary(status, run_id, jsonl.path, hub, trainer.progress, wall_s)
     return exit_code
 
@@ -306,9 +331,10 @@ def _start(config: RunConfig, dataset: Dataset, run_id: str) -> VectorizedTraine
         return VectorizedTrainer(config, dataset, run_id, run_span)
 
 
-def _train(trainer: VectorizedTrainer, args: argparse.Namespace) -> None:
+def _train(trainer: VectorizedTrainer, args: argparse.Namespace, stop: StopRequest) -> None:
     """Run the batches under a progress bar that moves every epoch (rate and ETA in
-    episodes), saving a checkpoint after each batch when asked."""
+    episodes), saving a checkpoint after each batch when asked and stopping at an epoch
+    boundary when `stop` was requested."""
     with tqdm(
         total=trainer.config.episodes,
         initial=trainer.progress.episodes_completed,
@@ -320,6 +346,7 @@ def _train(trainer: VectorizedTrainer, args: argparse.Namespace) -> None:
 
         def advance(episodes: float) -> None:
             bar.update(min(episodes, bar.total - bar.n))  # float steps must not overshoot
+            stop.raise_if_requested()
 
         trainer.on_epoch = advance
         while not trainer.finished:
