@@ -90,8 +90,7 @@ def _cifar10(data_dir: Path | None) -> Dataset:
     archive_path = data_dir / _CIFAR_ARCHIVE
     if not folder.is_dir() and archive_path.is_file():
         try:
-            with tarfile.open(archive_path) as archive:
-                archive.extractall(data_dir, filter="data")
+            _extract(archive_path, data_dir)
         except (tarfile.TarError, OSError) as error:
             raise DatasetError(f"cannot extract {archive_path} into {data_dir}: {error}") from None
     if not folder.is_dir():
@@ -112,6 +111,24 @@ def _cifar10(data_dir: Path | None) -> Dataset:
     tx, ty = tensors(train_x, train_y)
     vx, vy = tensors(*test)
     return Dataset("cifar10", tx, ty, vx, vy, 10)
+
+
+def _extract(archive_path: Path, data_dir: Path) -> None:
+    """Unpack the archive without letting a member escape `data_dir`.
+
+    Python 3.11.4+ does that with the "data" extraction filter; earlier 3.11 releases
+    (Debian 12 ships 3.11.2) lack filters, so members are checked here instead.
+    """
+    with tarfile.open(archive_path) as archive:
+        if hasattr(tarfile, "data_filter"):
+            archive.extractall(data_dir, filter="data")
+            return
+        root = data_dir.resolve()
+        for member in archive.getmembers():
+            target = (root / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
+                raise tarfile.TarError(f"unsafe archive member {member.name!r}")
+        archive.extractall(data_dir)
 
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

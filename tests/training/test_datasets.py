@@ -107,6 +107,17 @@ def test_cifar10_extracts_the_archive_when_there_is_no_folder(tmp_path: Path) ->
     assert (target / "cifar-10-batches-py" / "test_batch").is_file()
 
 
+def test_cifar10_archive_member_outside_the_data_dir_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "data"
+    target.mkdir()
+    (tmp_path / "evil").write_text("x")
+    with tarfile.open(target / "cifar-10-python.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "evil", arcname="../evil-copy")
+    with pytest.raises(DatasetError, match="cifar-10-python.tar.gz"):
+        load_dataset("cifar10", target)
+    assert not (tmp_path / "evil-copy").exists()
+
+
 @pytest.mark.parametrize(
     "content",
     [
