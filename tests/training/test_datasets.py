@@ -113,7 +113,7 @@ def test_cifar10_archive_member_outside_the_data_dir_is_refused(tmp_path: Path) 
     (tmp_path / "evil").write_text("x")
     with tarfile.open(target / "cifar-10-python.tar.gz", "w:gz") as archive:
         archive.add(tmp_path / "evil", arcname="../evil-copy")
-    with pytest.raises(DatasetError, match="cifar-10-python.tar.gz"):
+    with pytest.raises(DatasetError, match=r"cifar-10-python\.tar\.gz"):
         load_dataset("cifar10", target)
     assert not (tmp_path / "evil-copy").exists()
 
