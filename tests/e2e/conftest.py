@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_runs import Training
+from e2e_runs import Prometheus, Training, prometheus_binary
 
 # pytest puts tests/otel on sys.path only when it collects that directory, so
 # `pytest tests/e2e` alone needs this for `from receivers import ...`.
@@ -22,3 +22,18 @@ def training() -> Iterator[list[Training]]:
     yield runs
     for run in runs:
         run.stop()
+
+
+@pytest.fixture
+def binary() -> str:
+    """The `prometheus` binary; fails (never skips) when it is missing."""
+    return prometheus_binary()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Prometheus]]:
+    """Register started Prometheus servers here; each is stopped at teardown."""
+    started: list[Prometheus] = []
+    yield started
+    for server in started:
+        server.stop()

@@ -1,19 +1,26 @@
 """Shared by the end-to-end telemetry tests: `esper train` in a child process with an
-environment of our choosing, its stderr read line by line on a thread, and readers of the
-JSONL log it writes. (Not in conftest.py: every test directory has a module of that name.)"""
+environment of our choosing, its stderr read line by line on a thread, readers of the
+JSONL log it writes, and a real Prometheus of our own scraping a run's --prometheus-port.
+(Not in conftest.py: every test directory has a module of that name.)"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 # Short PPO runs: two environments, two batches of 2 x 6 epochs; seed 0 is the default.
 SHORT_RUN = ("--dataset", "synthetic", "--envs", "2", "--max-epochs", "6", "--no-progress")
@@ -113,3 +120,123 @@ def log_records(telemetry_dir: Path) -> list[dict[str, Any]]:
 
 def count_of(records: list[dict[str, Any]], event_type: str) -> int:
     return sum(record["event_type"] == event_type for record in records)
+
+
+# A real Prometheus (Debian package `prometheus`) scraping a run's --prometheus-port.
+JOB = "esper"
+
+
+def prometheus_binary() -> str:
+    found = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").is_file() else None
+    )
+    if found is None:
+        pytest.fail(
+            "the `prometheus` binary is missing: this test needs the Debian package "
+            "`prometheus` (sudo apt-get install prometheus; .ci/run installs it)",
+            pytrace=False,
+        )
+    return found
+
+
+class Prometheus:
+    """A Prometheus server of our own (not the Debian service) scraping one target."""
+
+    def __init__(self, binary: str, directory: Path, target: str) -> None:
+        from receivers import free_port  # tests/otel: on sys.path once conftest ran
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = directory / "prometheus.yml"
+        config.write_text(
+            "global:\n"
+            "  scrape_interval: 1s\n"
+            "  scrape_timeout: 1s\n"
+            "  evaluation_interval: 1s\n"
+            "scrape_configs:\n"
+            f"  - job_name: {JOB}\n"
+            "    static_configs:\n"
+            f"      - targets: ['{target}']\n",
+            encoding="utf-8",
+        )
+        self.log = directory / "prometheus.log"
+        with self.log.open("w", encoding="utf-8") as log:
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={directory / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                ],
+                cwd=directory,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The instant vector `promql` evaluates to now: [{"metric": labels, "value": ...}]."""
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def wait_until(self, promql: str, timeout: float) -> list[dict[str, Any]]:
+        """Poll `promql` until it returns a series; fail after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"prometheus exited with {self.process.returncode}:\n{self.logs()}")
+            try:
+                result = self.query(promql)
+            except (urllib.error.URLError, ConnectionError):
+                result = []  # not listening yet
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                targets = ""
+                try:
+                    with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=5) as reply:
+                        targets = reply.read().decode()
+                except OSError as error:
+                    targets = repr(error)
+                pytest.fail(
+                    f"no series for {promql!r} after {timeout}s\n"
+                    f"targets: {targets}\nprometheus log:\n{self.logs()}"
+                )
+            time.sleep(0.25)
+
+    def logs(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def scraped_run(
+    tmp_path: Path, binary: str, training: list[Training], servers: list[Prometheus]
+) -> tuple[Training, Prometheus, str]:
+    """A short synthetic `esper train --prometheus-port 0` that runs until stopped, and a
+    Prometheus of our own scraping it every second: (the run, the server, the run id)."""
+    telemetry_dir = tmp_path / "telemetry"
+    run = Training(
+        [*SHORT_RUN, *ENDLESS, "--prometheus-port", "0", "--telemetry-dir", str(telemetry_dir)],
+        cwd=tmp_path,
+    )
+    training.append(run)
+    line = run.lines[run.wait_for_line("esper: metrics at http://localhost:", timeout=120)]
+    port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
+    run_id = json.loads((only_run_dir(telemetry_dir) / "run.json").read_text())["run_id"]
+
+    (tmp_path / "prometheus").mkdir()
+    prometheus = Prometheus(binary, tmp_path / "prometheus", f"127.0.0.1:{port}")
+    servers.append(prometheus)
+    return run, prometheus, run_id

@@ -8,21 +8,11 @@ it the test fails rather than skips, so that CI cannot pass without checking thi
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
-import subprocess
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from e2e_runs import ENDLESS, SHORT_RUN, Training, only_run_dir
-from receivers import free_port
+from e2e_runs import JOB, Prometheus, Training, scraped_run
 
 from app.contracts.stages import SeedStage
 
@@ -60,132 +50,13 @@ TABLE: dict[str, frozenset[str]] = {
 }
 # Labels Prometheus itself adds to every scraped series.
 SCRAPE_LABELS = frozenset({"__name__", "job", "instance"})
-JOB = "esper"
-
-
-def prometheus_binary() -> str:
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").is_file() else None
-    )
-    if found is None:
-        pytest.fail(
-            "the `prometheus` binary is missing: this test needs the Debian package "
-            "`prometheus` (sudo apt-get install prometheus; .ci/run installs it)",
-            pytrace=False,
-        )
-    return found
-
-
-class Prometheus:
-    """A Prometheus server of our own (not the Debian service) scraping one target."""
-
-    def __init__(self, binary: str, directory: Path, target: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = directory / "prometheus.yml"
-        config.write_text(
-            "global:\n"
-            "  scrape_interval: 1s\n"
-            "  scrape_timeout: 1s\n"
-            "  evaluation_interval: 1s\n"
-            "scrape_configs:\n"
-            f"  - job_name: {JOB}\n"
-            "    static_configs:\n"
-            f"      - targets: ['{target}']\n",
-            encoding="utf-8",
-        )
-        self.log = directory / "prometheus.log"
-        with self.log.open("w", encoding="utf-8") as log:
-            self.process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={directory / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                cwd=directory,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        """The instant vector `promql` evaluates to now: [{"metric": labels, "value": ...}]."""
-        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            body = json.load(response)
-        assert body["status"] == "success", body
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def wait_until(self, promql: str, timeout: float) -> list[dict[str, Any]]:
-        """Poll `promql` until it returns a series; fail after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"prometheus exited with {self.process.returncode}:\n{self.logs()}")
-            try:
-                result = self.query(promql)
-            except (urllib.error.URLError, ConnectionError):
-                result = []  # not listening yet
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                targets = ""
-                try:
-                    with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=5) as reply:
-                        targets = reply.read().decode()
-                except OSError as error:
-                    targets = repr(error)
-                pytest.fail(
-                    f"no series for {promql!r} after {timeout}s\n"
-                    f"targets: {targets}\nprometheus log:\n{self.logs()}"
-                )
-            time.sleep(0.25)
-
-    def logs(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-@pytest.fixture
-def binary() -> str:
-    return prometheus_binary()
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Prometheus]]:
-    started: list[Prometheus] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 @pytest.mark.slow
 def test_a_real_prometheus_scrapes_every_metric_of_the_table_with_its_labels(
     tmp_path: Path, binary: str, servers: list[Prometheus], training: list[Training]
 ) -> None:
-    telemetry_dir = tmp_path / "telemetry"
-    run = Training(
-        [*SHORT_RUN, *ENDLESS, "--prometheus-port", "0", "--telemetry-dir", str(telemetry_dir)],
-        cwd=tmp_path,
-    )
-    training.append(run)
-    line = run.lines[run.wait_for_line("esper: metrics at http://localhost:", timeout=120)]
-    port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
-    run_id = json.loads((only_run_dir(telemetry_dir) / "run.json").read_text())["run_id"]
-
-    (tmp_path / "prometheus").mkdir()
-    prometheus = Prometheus(binary, tmp_path / "prometheus", f"127.0.0.1:{port}")
-    servers.append(prometheus)
+    run, prometheus, run_id = scraped_run(tmp_path, binary, training, servers)
 
     # A short synthetic run detects value collapse in its first PPO update (seed 0:
     # explained_variance about -14.5 < 0.1), so the anomaly counter has counted something.
