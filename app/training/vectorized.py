@@ -32,6 +32,7 @@ from app.rl.networks import Hidden
 from app.rl.ppo import PPOAgent, PPOUpdateMetrics
 from app.rl.rewards import step_reward
 from app.training.checkpoint import CheckpointError, check_compatible
+from app.training.commands import run_command
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import HostEnvironment
@@ -310,7 +311,7 @@ class VectorizedTrainer:
         chosen = zip(envs, epoch_spans, actions.tolist(), masks.tolist(), strict=True)
         for env, span, action, mask in chosen:
             with trace.use_span(span, end_on_exit=False):
-                env.apply(Action(action) if mask[action] else Action.WAIT)
+                run_command(env, Action(action), mask[action], self.config.controller)
         decision = _Decision(obs, masks, actions, logprobs, values, hidden, accuracies)
         return decision, next_hidden
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from statistics import fmean
 from typing import Any
 
@@ -21,6 +22,7 @@ from app.model.host import SLOT_ID
 from app.rl.anomaly import Anomaly, AnomalyThresholds
 from app.rl.ppo import LAYER_STAT_NAMES
 from app.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from app.training.commands import run_command
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import HostConfig, HostEnvironment
@@ -566,3 +568,67 @@ def test_checkpoint_of_another_setup_is_refused(
         target.load_state_dict(state)
     assert target.progress.batches_completed == 0
     assert target.progress.episodes_completed == 0
+
+
+# --- commands -------------------------------------------------------------------------------
+
+COMMAND_TYPES = (EventType.COMMAND_ISSUED, EventType.COMMAND_EXECUTED, EventType.COMMAND_FAILED)
+
+
+def _commands(events: EventRecorder) -> list[TelemetryEvent]:
+    return [event for event in events if event.event_type in COMMAND_TYPES]
+
+
+def test_every_controller_decision_is_issued_then_executed_or_failed(
+    events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
+) -> None:
+    run_all(VectorizedTrainer(make_config(controller="heuristic"), synthetic))
+    commands = _commands(events)
+    issued = [e for e in commands if e.event_type == EventType.COMMAND_ISSUED]
+    assert issued, "the heuristic run decided nothing"
+    assert all(e.data["action"] != "WAIT" for e in commands)
+    for event in issued:
+        following = commands[commands.index(event) + 1]
+        assert following.event_type in (EventType.COMMAND_EXECUTED, EventType.COMMAND_FAILED)
+        assert {k: following.data[k] for k in event.data} == event.data
+        assert event.data["controller"] == "heuristic"
+        assert event.data["slot_id"] == SLOT_ID and event.epoch is not None
+        if event.data["action"].startswith("GERMINATE_"):
+            assert (
+                event.data["blueprint"] == event.data["action"].removeprefix("GERMINATE_").lower()
+            )
+    executed_germinations = [
+        e for e in commands if e.event_type == EventType.COMMAND_EXECUTED and "blueprint" in e.data
+    ]
+    assert len(executed_germinations) == len(events.of_type(EventType.SEED_GERMINATED))
+
+
+def test_a_fossilize_the_gate_rejects_fails_with_its_reason(
+    events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
+) -> None:
+    strict_gate = replace(make_config().slot, min_fossilize_improvement=1000.0)
+    env, epoch = _stabilized_env(make_config(slot=strict_gate), synthetic)
+    assert run_command(env, Action.GERMINATE_CONV_HEAVY, allowed=True, controller="ppo")
+    _step_until(env, epoch, SeedStage.PROBATIONARY)
+    events.clear()
+    assert not run_command(env, Action.FOSSILIZE, allowed=True, controller="ppo")
+    issued, failed = _commands(events)
+    assert issued.event_type == EventType.COMMAND_ISSUED
+    assert failed.event_type == EventType.COMMAND_FAILED
+    assert failed.data["reason"] == "rejected by the fossilization gate"
+    assert failed.seed_id == env.slot.seed_id and env.slot.stage == SeedStage.PROBATIONARY
+
+
+def test_masked_and_stage_invalid_commands_fail_and_wait_is_no_command(
+    events: EventRecorder, fast_config: RunConfig, synthetic: Dataset
+) -> None:
+    env, _ = _stabilized_env(fast_config, synthetic)
+    assert not run_command(env, Action.WAIT, allowed=True, controller="ppo")
+    assert _commands(events) == []
+    assert not run_command(env, Action.CULL, allowed=False, controller="ppo")
+    assert run_command(env, Action.GERMINATE_NORM, allowed=True, controller="ppo")
+    events.clear()
+    assert not run_command(env, Action.FOSSILIZE, allowed=True, controller="ppo")
+    (_, failed) = _commands(events)
+    assert failed.data["reason"] == "invalid for stage TRAINING"
+    assert env.slot.stage == SeedStage.TRAINING
