@@ -100,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[level.name.lower() for level in TelemetryLevel],
         default="normal",
     )
+    add(
+        "--telemetry-max-bytes",
+        type=_bounded(int, 1024, "--telemetry-max-bytes"),
+        help="rotate events.jsonl to events.jsonl.1, .2, ... before it grows past this size",
+    )
+    add(
+        "--telemetry-keep",
+        type=_bounded(int, 1, "--telemetry-keep"),
+        default=5,
+        help="rotated files kept; older ones (the oldest events) are deleted",
+    )
     add("--verbose", action="store_true", help="print every event to the console")
     add("--plateau-threshold", type=_bounded(float, 0, "--plateau-threshold"), default=0.5)
     add("--improvement-threshold", type=_bounded(float, 0, "--improvement-threshold"), default=2.0)
@@ -283,7 +294,12 @@ def _run(
         except CheckpointError as error:
             raise UsageError(str(error)) from None
     try:
-        jsonl = JsonlSink(args.telemetry_dir, context_provider=current_span_ids)
+        jsonl = JsonlSink(
+            args.telemetry_dir,
+            context_provider=current_span_ids,
+            max_bytes=args.telemetry_max_bytes,
+            keep=args.telemetry_keep,
+        )
     except OSError as error:
         raise UsageError(f"cannot write telemetry to {args.telemetry_dir}: {error}") from None
     _write_run_file(jsonl.path.parent / "run.json", run_id, config)

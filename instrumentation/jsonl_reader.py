@@ -7,12 +7,19 @@ strings "NaN", "Infinity" and "-Infinity" stay strings, so a round trip is lossl
 bare NaN/Infinity tokens, which a non-strict writer may have produced, read as floats.
 `trace_id` and `span_id` are not part of an event; `read_logged_events` keeps them beside
 it for replay, `read_events` drops them.
+
+A log may be a rotated set (`JsonlSink(max_bytes=...)`, or logrotate): `log_files` is the one
+place that knows its order, and `read_log_set` / `read_logged_log_set` read the whole set
+as one log. When rotation kept a bounded number of files, the set starts with the oldest
+line still kept, not with the run's first event.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +27,8 @@ from pathlib import Path
 from app.contracts.events import TelemetryEvent
 
 _log = logging.getLogger(__name__)
+
+_ROTATED = re.compile(r"\.(\d+)")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,40 @@ def read_logged_events(
                 on_error(LogLineError(path, line_number, str(exc)))
                 continue
             yield logged
+
+
+def log_files(path: Path) -> list[Path]:
+    """The log and its rotated predecessors beside it, oldest first.
+
+    A rotated set is `events.jsonl.N`, ..., `events.jsonl.1`, `events.jsonl`, the highest
+    number the oldest (as logrotate numbers them); gaps in the numbering are allowed.
+    """
+    rotated = []
+    for sibling in path.parent.glob(f"{glob.escape(path.name)}.*"):
+        match = _ROTATED.fullmatch(sibling.name[len(path.name) :])
+        if match:
+            rotated.append((int(match[1]), sibling))
+    return [sibling for _, sibling in sorted(rotated, reverse=True)] + [path]
+
+
+def read_log_set(
+    path: Path, on_error: Callable[[LogLineError], None] = _log_warning
+) -> Iterator[TelemetryEvent]:
+    """Yield the events of the log and its rotated predecessors (`log_files`), oldest first.
+
+    Lines dropped by rotation (beyond its `keep`) are gone: the set begins where the oldest
+    kept file begins. Bad lines go to on_error with their own file's path and line number.
+    """
+    for logged in read_logged_log_set(path, on_error):
+        yield logged.event
+
+
+def read_logged_log_set(
+    path: Path, on_error: Callable[[LogLineError], None] = _log_warning
+) -> Iterator[LoggedEvent]:
+    """Like `read_log_set`, with each line's `trace_id` and `span_id`."""
+    for file in log_files(path):
+        yield from read_logged_events(file, on_error)
 
 
 def _parse(raw: bytes) -> LoggedEvent:

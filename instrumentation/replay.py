@@ -36,10 +36,8 @@ per trace, and the failures are counted in the summary instead).
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +52,7 @@ from opentelemetry.util.types import AttributeValue
 import app
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.jsonl_reader import LoggedEvent, LogLineError, read_logged_events
+from instrumentation.jsonl_reader import log_files as log_files  # re-exported for the CLI
 from instrumentation.otel.adapter import OpenTelemetrySink, timestamp_ns
 from instrumentation.otel.metrics import BATCH_SPAN, EPISODE_SPAN, UPDATE_SPAN
 from instrumentation.otel.setup import (
@@ -89,25 +88,9 @@ PROGRESS_EVENTS = frozenset(
     }
 )
 
-_ROTATED = re.compile(r"\.(\d+)")
-
 
 class ReplayInputError(Exception):
     """The log cannot be read, or there is nowhere to send it; nothing was replayed."""
-
-
-def log_files(path: Path) -> list[Path]:
-    """The log and its rotated predecessors beside it, oldest first.
-
-    A rotated set is `events.jsonl.N`, ..., `events.jsonl.1`, `events.jsonl`, the highest
-    number the oldest (as logrotate numbers them); gaps in the numbering are allowed.
-    """
-    rotated = []
-    for sibling in path.parent.glob(f"{glob.escape(path.name)}.*"):
-        match = _ROTATED.fullmatch(sibling.name[len(path.name) :])
-        if match:
-            rotated.append((int(match[1]), sibling))
-    return [sibling for _, sibling in sorted(rotated, reverse=True)] + [path]
 
 
 def check_readable(paths: Iterable[Path]) -> None:

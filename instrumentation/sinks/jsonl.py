@@ -3,6 +3,13 @@
 Each run writes `<telemetry_dir>/telemetry_YYYY-MM-DD_HHMMSS/events.jsonl` (UTC), one
 strict-JSON object per line, keys in `RECORD_KEYS` order, then `trace_id` and `span_id`
 when an OpenTelemetry span was recording.
+
+With `max_bytes` set the log rotates as logrotate numbers it: `events.jsonl` is always the
+newest file, `events.jsonl.1` the one before it, up to `events.jsonl.<keep>`, the oldest
+kept. Rotation happens between lines, never inside one, so every file is strict JSONL on
+its own, and `instrumentation.jsonl_reader.read_log_set` reads the set back in order. With
+`keep` bounded, the oldest lines are deliberately dropped once more than `keep` rotated
+files would exist: that is the point of the bound, and the price of it.
 """
 
 from __future__ import annotations
@@ -88,6 +95,13 @@ class JsonlSink:
     holds whole lines, and the buffer's bookkeeping happens inside one C call, so an
     exception raised by a signal handler (SIGTERM, Ctrl-C) between two statements can
     neither drop nor duplicate a line: closing the sink from a `finally` writes all.
+
+    With `max_bytes`, a line that would make `events.jsonl` larger than max_bytes (counting
+    the lines still buffered) first rotates it: the file is flushed, fsynced and renamed to
+    `events.jsonl.1` (the older ones shift up by one, and the one that would become
+    `events.jsonl.<keep + 1>` is deleted, its events lost by design), then the line starts a
+    fresh `events.jsonl`. A line longer than max_bytes is never split: it goes alone into
+    a file of its own. keep=N keeps at most N rotated files beside `events.jsonl`.
     """
 
     name = "jsonl"
@@ -97,14 +111,24 @@ class JsonlSink:
         telemetry_dir: Path,
         buffer_events: int = 64,
         context_provider: SpanIdsProvider | None = None,
+        max_bytes: int | None = None,
+        keep: int = 5,
     ) -> None:
         if buffer_events < 1:
             raise ValueError(f"buffer_events must be at least 1, got {buffer_events}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self._max_bytes = max_bytes
+        self._keep = keep
         self._buffer_events = buffer_events
         self._context_provider = context_provider
         self._path = create_run_directory(telemetry_dir, datetime.now(UTC)) / EVENTS_FILE_NAME
         self._file = self._path.open("xb", buffering=_WRITE_BUFFER_BYTES)
         self._unwritten = 0
+        # Bytes of events.jsonl, the lines still in the write buffer included.
+        self._size = 0
 
     @property
     def path(self) -> Path:
@@ -114,7 +138,15 @@ class JsonlSink:
     def emit(self, event: TelemetryEvent) -> None:
         if self._file.closed:
             raise RuntimeError(f"JSONL sink for {self._path} is closed; event not written")
-        self._file.write(self._line(event))
+        line = self._line(event)
+        if (
+            self._max_bytes is not None
+            and self._size > 0
+            and self._size + len(line) > self._max_bytes
+        ):
+            self._rotate()
+        self._file.write(line)
+        self._size += len(line)
         self._unwritten += 1
         if self._unwritten >= self._buffer_events:
             self.flush()
@@ -134,6 +166,27 @@ class JsonlSink:
             os.fsync(self._file.fileno())
         finally:
             self._file.close()
+
+    def _rotate(self) -> None:
+        """Move events.jsonl to events.jsonl.1 (shifting the older ones) and start afresh.
+
+        The old file stays the sink's file until the new one is open: an interrupt in
+        between leaves every written line in some file of the set, and close() still
+        writes what is buffered (though `events.jsonl` itself may then be missing, the
+        newest lines being in `events.jsonl.1`).
+        """
+        self.flush()
+        os.fsync(self._file.fileno())
+        rotated = [self._path.with_name(f"{self._path.name}.{n}") for n in range(self._keep + 1)]
+        rotated[self._keep].unlink(missing_ok=True)
+        for number in range(self._keep - 1, 0, -1):
+            if rotated[number].exists():
+                rotated[number].replace(rotated[number + 1])
+        self._path.replace(rotated[1])
+        fresh = self._path.open("xb", buffering=_WRITE_BUFFER_BYTES)
+        old, self._file = self._file, fresh
+        self._size = 0
+        old.close()
 
     def _line(self, event: TelemetryEvent) -> bytes:
         record = event.to_record()
