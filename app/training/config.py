@@ -15,6 +15,7 @@ from app.rl.anomaly import AnomalyThresholds
 from app.rl.ppo import PPOConfig
 from app.rl.rewards import RewardConfig
 from app.training.environment import HostConfig
+from app.training.health import HostHealthConfig
 from app.training.progress import ProgressThresholds
 
 CONTROLLERS = ("ppo", "heuristic")
@@ -54,6 +55,7 @@ class RunConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     anomaly: AnomalyThresholds = field(default_factory=AnomalyThresholds)
     progress: ProgressThresholds = field(default_factory=ProgressThresholds)
+    health: HostHealthConfig = field(default_factory=HostHealthConfig)
 
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:

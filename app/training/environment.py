@@ -23,6 +23,7 @@ from app.model.slot import SeedSlot, SlotConfig
 from app.telemetry import emit
 from app.training.datasets import Dataset
 from app.training.governor import Governor
+from app.training.health import HostHealthConfig, HostHealthMonitor
 
 _EVAL_CHUNK = 2048
 
@@ -67,6 +68,7 @@ class HostEnvironment:
         tracker_config: TrackerConfig,
         data_seed: int,
         device: torch.device,
+        health_config: HostHealthConfig | None = None,
     ) -> None:
         self.env_id = env_id
         self.dataset = dataset
@@ -74,6 +76,7 @@ class HostEnvironment:
         self.slot_config = slot_config
         self.tracker_config = tracker_config
         self.device = device
+        self.health_config = health_config or HostHealthConfig()
         self.data_order = torch.Generator().manual_seed(data_seed)
         self.seeds_grown = 0
         self.reset()
@@ -100,6 +103,9 @@ class HostEnvironment:
         self.governor.snapshot(optimizers=[self._host_optimizer])
         self.signals: TrainingSignals | None = None
         self.host_params = sum(p.numel() for p in self.host.host_parameters())
+        self.health = HostHealthMonitor(
+            self.health_config, self.env_id, self.host.slot.slot_id, self.host
+        )
 
     @property
     def seed_params(self) -> int:
@@ -113,6 +119,7 @@ class HostEnvironment:
         """Train one epoch, validate, advance the seed lifecycle; roll back a catastrophe."""
         started = time.perf_counter()
         self.host.slot.begin_epoch(epoch)
+        self.health.begin_epoch(epoch)
         train_loss, train_accuracy = self._train_epoch()
         self._host_schedule.step()
         val_loss, val_accuracy = self._evaluate()
@@ -133,6 +140,7 @@ class HostEnvironment:
         )
         duration = time.perf_counter() - started
         self._emit_epoch(epoch, duration, rolled_back)
+        self.health.end_epoch(epoch, duration, val_accuracy, self.host.slot.state)
         return EpochResult(self.signals, rolled_back, duration)
 
     def apply(self, action: Action) -> bool:
@@ -170,12 +178,19 @@ class HostEnvironment:
             x, y = data.train_x[index].to(self.device), data.train_y[index].to(self.device)
             output = host(x)
             loss = cross_entropy(output.logits, y)
-            total = loss
+            total, seed_loss = loss, None
             if output.seed_logits is not None:
-                total = total + cross_entropy(output.seed_logits, y)
+                seed_loss = cross_entropy(output.seed_logits, y)
+                total = total + seed_loss
+            # A sampled step probes isolation while the graph is alive, then reads the
+            # host gradient norm before the step; other steps do no extra work.
+            state = host.slot.state if self.health.sampled() else None
+            probe = None if state is None else self.health.isolation_probe(seed_loss, state)
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(total)
+            if state is not None:
+                self.health.check_step(probe, state)
             for optimizer in optimizers:
                 optimizer.step()
             total_loss += loss.detach() * len(y)

@@ -102,6 +102,7 @@ class VectorizedTrainer:
                 config.tracker,
                 data_seed=config.seed * 10_007 + env_id,
                 device=self.device,
+                health_config=config.health,
             )
             for env_id in range(config.envs)
         ]
