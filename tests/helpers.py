@@ -5,6 +5,39 @@ from __future__ import annotations
 
 from app.contracts.events import EventType, TelemetryEvent
 
+# DESIGN §5's metric table: Prometheus name -> its labels besides run_id.
+PPO_GAUGES = tuple(
+    f"esper_ppo_{name}"
+    for name in (
+        "policy_loss",
+        "value_loss",
+        "entropy",
+        "entropy_coef",
+        "approx_kl",
+        "clip_fraction",
+        "ratio_max",
+        "ratio_min",
+        "ratio_std",
+        "explained_variance",
+    )
+)
+HISTOGRAMS = (
+    "esper_batch_duration_seconds",
+    "esper_epoch_duration_seconds",
+    "esper_ppo_update_duration_seconds",
+)
+METRIC_TABLE: dict[str, frozenset[str]] = {
+    **{name: frozenset() for name in PPO_GAUGES},
+    "esper_training_accuracy": frozenset({"window"}),
+    "esper_training_reward": frozenset(),
+    "esper_episodes_total": frozenset(),
+    "esper_events_total": frozenset({"event_type", "severity"}),
+    "esper_anomalies_total": frozenset({"anomaly_type"}),
+    "esper_seeds": frozenset({"stage"}),
+    **{name: frozenset() for name in HISTOGRAMS},
+    "esper_telemetry_sink_errors_total": frozenset({"sink"}),
+}
+
 # The data fields of every PPO_UPDATE_COMPLETED event (DESIGN §4).
 PPO_FIELDS = (
     "batch",

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import METRIC_TABLE
 
 from app.rl.anomaly import AnomalyThresholds
 
@@ -20,32 +21,9 @@ DATASOURCES = GRAFANA / "provisioning" / "datasources" / "datasources.yaml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dashboards.yaml"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 
-# DESIGN §5's metric table: every Prometheus name a dashboard may query. Histograms are
-# queried through their _bucket, _count and _sum series.
-DESIGN_METRICS = frozenset(
-    {
-        "esper_ppo_policy_loss",
-        "esper_ppo_value_loss",
-        "esper_ppo_entropy",
-        "esper_ppo_entropy_coef",
-        "esper_ppo_approx_kl",
-        "esper_ppo_clip_fraction",
-        "esper_ppo_ratio_max",
-        "esper_ppo_ratio_min",
-        "esper_ppo_ratio_std",
-        "esper_ppo_explained_variance",
-        "esper_training_accuracy",
-        "esper_training_reward",
-        "esper_episodes_total",
-        "esper_events_total",
-        "esper_anomalies_total",
-        "esper_seeds",
-        "esper_batch_duration_seconds",
-        "esper_epoch_duration_seconds",
-        "esper_ppo_update_duration_seconds",
-        "esper_telemetry_sink_errors_total",
-    }
-)
+# Every Prometheus name a dashboard may query (DESIGN §5). Histograms are queried through
+# their _bucket, _count and _sum series.
+DESIGN_METRICS = frozenset(METRIC_TABLE)
 HISTOGRAM_SERIES = re.compile(r"_(bucket|count|sum)$")
 METRIC_NAME = re.compile(r"\besper_[a-z0-9_]+")
 RUN_FILTER = 'run_id="$run_id"'

@@ -13,40 +13,16 @@ from pathlib import Path
 
 import pytest
 from e2e_runs import JOB, Prometheus, Training, scraped_run
+from helpers import HISTOGRAMS, METRIC_TABLE
 
 from app.contracts.stages import SeedStage
 
-PPO_GAUGES = (
-    "esper_ppo_policy_loss",
-    "esper_ppo_value_loss",
-    "esper_ppo_entropy",
-    "esper_ppo_entropy_coef",
-    "esper_ppo_approx_kl",
-    "esper_ppo_clip_fraction",
-    "esper_ppo_ratio_max",
-    "esper_ppo_ratio_min",
-    "esper_ppo_ratio_std",
-    "esper_ppo_explained_variance",
-)
-HISTOGRAMS = (
-    "esper_batch_duration_seconds",
-    "esper_epoch_duration_seconds",
-    "esper_ppo_update_duration_seconds",
-)
-# DESIGN §5's table: Prometheus name -> its labels besides run_id. Histograms are queried
-# through their _bucket (with `le`), _count and _sum series.
+# Histograms are queried through their _bucket (with `le`), _count and _sum series.
 TABLE: dict[str, frozenset[str]] = {
-    **{name: frozenset() for name in PPO_GAUGES},
-    "esper_training_accuracy": frozenset({"window"}),
-    "esper_training_reward": frozenset(),
-    "esper_episodes_total": frozenset(),
-    "esper_events_total": frozenset({"event_type", "severity"}),
-    "esper_anomalies_total": frozenset({"anomaly_type"}),
-    "esper_seeds": frozenset({"stage"}),
+    **{name: labels for name, labels in METRIC_TABLE.items() if name not in HISTOGRAMS},
     **{f"{name}_bucket": frozenset({"le"}) for name in HISTOGRAMS},
     **{f"{name}_count": frozenset() for name in HISTOGRAMS},
     **{f"{name}_sum": frozenset() for name in HISTOGRAMS},
-    "esper_telemetry_sink_errors_total": frozenset({"sink"}),
 }
 # Labels Prometheus itself adds to every scraped series.
 SCRAPE_LABELS = frozenset({"__name__", "job", "instance"})

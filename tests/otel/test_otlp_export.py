@@ -9,7 +9,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from conftest import ExportedRun
+from helpers import HISTOGRAMS, METRIC_TABLE, PPO_GAUGES
+from otel_runs import ExportedRun
 from receivers import attributes_of
 
 from app.contracts.events import EventType, TelemetryEvent
@@ -37,34 +38,10 @@ BATCH_EVENTS = {
 }
 UPDATE_EVENTS = {EventType.PPO_UPDATE_COMPLETED, *ANOMALY_EVENTS}
 
-PPO_GAUGES = [
-    f"esper_ppo_{name}"
-    for name in (
-        "policy_loss",
-        "value_loss",
-        "entropy",
-        "entropy_coef",
-        "approx_kl",
-        "clip_fraction",
-        "ratio_max",
-        "ratio_min",
-        "ratio_std",
-        "explained_variance",
-    )
-]
-# DESIGN §5's table: Prometheus name -> its labels besides run_id.
+# The table's series as scraped: histograms through their buckets.
 PROMETHEUS_SERIES: dict[str, set[str]] = {
-    **{name: set() for name in PPO_GAUGES},
-    "esper_training_accuracy": {"window"},
-    "esper_training_reward": set(),
-    "esper_episodes_total": set(),
-    "esper_events_total": {"event_type", "severity"},
-    "esper_anomalies_total": {"anomaly_type"},
-    "esper_seeds": {"stage"},
-    "esper_batch_duration_seconds_bucket": {"le"},
-    "esper_epoch_duration_seconds_bucket": {"le"},
-    "esper_ppo_update_duration_seconds_bucket": {"le"},
-    "esper_telemetry_sink_errors_total": {"sink"},
+    **{name: set(labels) for name, labels in METRIC_TABLE.items() if name not in HISTOGRAMS},
+    **{f"{name}_bucket": {"le"} for name in HISTOGRAMS},
 }
 
 

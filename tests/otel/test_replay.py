@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROTOCOLS, clear_otel_environment
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from otel_runs import PROTOCOLS, clear_otel_environment
 from receivers import GrpcReceiver, HttpReceiver, Received, attributes_of
 
 from app.cli import main
