@@ -5,22 +5,22 @@ from __future__ import annotations
 
 from app.contracts.events import EventType, TelemetryEvent
 
-# DESIGN §5's metric table: Prometheus name -> its labels besides run_id.
-PPO_GAUGES = tuple(
-    f"esper_ppo_{name}"
-    for name in (
-        "policy_loss",
-        "value_loss",
-        "entropy",
-        "entropy_coef",
-        "approx_kl",
-        "clip_fraction",
-        "ratio_max",
-        "ratio_min",
-        "ratio_std",
-        "explained_variance",
-    )
+# The PPO statistics an update reports: PPO_UPDATE_COMPLETED fields and esper_ppo_* gauges.
+PPO_STATISTICS = (
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "entropy_coef",
+    "approx_kl",
+    "clip_fraction",
+    "ratio_max",
+    "ratio_min",
+    "ratio_std",
+    "explained_variance",
 )
+
+# DESIGN §5's metric table: Prometheus name -> its labels besides run_id.
+PPO_GAUGES = tuple(f"esper_ppo_{name}" for name in PPO_STATISTICS)
 HISTOGRAMS = (
     "esper_batch_duration_seconds",
     "esper_epoch_duration_seconds",
@@ -43,16 +43,7 @@ PPO_FIELDS = (
     "batch",
     "episodes_completed",
     "train_steps",
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "entropy_coef",
-    "approx_kl",
-    "clip_fraction",
-    "ratio_max",
-    "ratio_min",
-    "ratio_std",
-    "explained_variance",
+    *PPO_STATISTICS,
     "early_stop_epoch",
     "avg_accuracy",
     "avg_reward",
