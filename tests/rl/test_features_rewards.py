@@ -189,3 +189,11 @@ def test_a_seed_must_pay_for_itself() -> None:
 
 def test_default_param_rent() -> None:
     assert RewardConfig().param_rent == 0.2
+
+
+def test_germination_bonus_is_paid_only_for_a_germination() -> None:
+    config = RewardConfig(param_rent=0.0, germination_bonus=3.0)
+    u = unit(config)
+    assert step_reward(70.0, 70.0, 0, HOST, config, germinated=True) == pytest.approx(3.0 * u)
+    assert step_reward(70.0, 70.0, 0, HOST, config) == 0.0
+    assert RewardConfig().germination_bonus == 0.0
