@@ -13,9 +13,11 @@ from app.control.tracker import TrackerConfig
 from app.model.slot import SlotConfig
 from app.rl.anomaly import AnomalyThresholds
 from app.rl.ppo import PPOConfig
+from app.rl.reward_hacking import RewardHackingConfig
 from app.rl.rewards import RewardConfig
 from app.training.environment import HostConfig
 from app.training.health import HostHealthConfig
+from app.training.memory import MemoryConfig
 from app.training.progress import ProgressThresholds
 
 CONTROLLERS = ("ppo", "heuristic")
@@ -53,9 +55,11 @@ class RunConfig:
     heuristic: HeuristicConfig = field(default_factory=HeuristicConfig)
     ppo: PPOConfig = CONTROLLER_PPO
     reward: RewardConfig = field(default_factory=RewardConfig)
+    reward_hacking: RewardHackingConfig = field(default_factory=RewardHackingConfig)
     anomaly: AnomalyThresholds = field(default_factory=AnomalyThresholds)
     progress: ProgressThresholds = field(default_factory=ProgressThresholds)
     health: HostHealthConfig = field(default_factory=HostHealthConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:

@@ -23,7 +23,7 @@ from app.model.slot import SeedSlot, SlotConfig
 from app.telemetry import emit
 from app.training.datasets import Dataset
 from app.training.governor import Governor
-from app.training.health import HostHealthConfig, HostHealthMonitor
+from app.training.health import CheckCounts, HostHealthConfig, HostHealthMonitor
 
 _EVAL_CHUNK = 2048
 
@@ -79,6 +79,7 @@ class HostEnvironment:
         self.health_config = health_config or HostHealthConfig()
         self.data_order = torch.Generator().manual_seed(data_seed)
         self.seeds_grown = 0
+        self.check_counts = CheckCounts()
         self.reset()
 
     def reset(self) -> None:
@@ -104,7 +105,7 @@ class HostEnvironment:
         self.signals: TrainingSignals | None = None
         self.host_params = sum(p.numel() for p in self.host.host_parameters())
         self.health = HostHealthMonitor(
-            self.health_config, self.env_id, self.host.slot.slot_id, self.host
+            self.health_config, self.env_id, self.host.slot.slot_id, self.host, self.check_counts
         )
 
     @property

@@ -67,6 +67,15 @@ class HostHealthConfig:
 
 
 @dataclass
+class CheckCounts:
+    """How many training steps were checked, and how many of those probed a TRAINING
+    seed's isolation; kept by the environment across episodes for the run summary."""
+
+    steps_checked: int = 0
+    isolation_probes: int = 0
+
+
+@dataclass
 class _Fossilized:
     seed_id: str
     accuracy: float
@@ -82,9 +91,15 @@ class HostHealthMonitor:
     """
 
     def __init__(
-        self, config: HostHealthConfig, env_id: int, slot_id: str, host: nn.Module
+        self,
+        config: HostHealthConfig,
+        env_id: int,
+        slot_id: str,
+        host: nn.Module,
+        counts: CheckCounts | None = None,
     ) -> None:
         self.config = config
+        self.counts = counts or CheckCounts()
         self.env_id = env_id
         self.slot_id = slot_id
         # The host's own parameters, fixed for the host's life (a seed's are excluded).
@@ -99,9 +114,6 @@ class HostHealthMonitor:
         self._isolation_reported: set[str] = set()
         self._fossilized: dict[str, _Fossilized] = {}
         self._previous_accuracy: float | None = None
-        # How many steps were checked, and of those how many probed a TRAINING seed.
-        self.steps_checked = 0
-        self.isolation_probes = 0
 
     def begin_epoch(self, epoch: int) -> None:
         self._epoch = epoch
@@ -127,7 +139,7 @@ class HostHealthMonitor:
             return None
         if seed_id in self._isolation_reported:
             return None
-        self.isolation_probes += 1
+        self.counts.isolation_probes += 1
         grads = torch.autograd.grad(seed_loss, self._params, allow_unused=True, retain_graph=True)
         reached = [
             (name, g) for (name, _), g in zip(self._named, grads, strict=True) if g is not None
@@ -140,7 +152,7 @@ class HostHealthMonitor:
     def check_step(self, probe: tuple[Tensor, list[str]] | None, state: SeedState) -> None:
         """After backward on a sampled step: the host gradient norm and the probe's leak,
         read back together."""
-        self.steps_checked += 1
+        self.counts.steps_checked += 1
         grads = [p.grad.detach() for p in self._params if p.grad is not None]
         parts: list[Tensor] = []
         if grads:

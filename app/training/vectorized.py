@@ -30,12 +30,14 @@ from app.rl.buffer import RolloutBuffer
 from app.rl.features import OBS_DIM, observation
 from app.rl.networks import Hidden
 from app.rl.ppo import PPOAgent, PPOUpdateMetrics
+from app.rl.reward_hacking import RewardHackingDetector, StepOutcome
 from app.rl.rewards import step_reward
 from app.training.checkpoint import CheckpointError, check_compatible
 from app.training.commands import run_command
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import HostEnvironment
+from app.training.memory import MemoryMonitor
 from app.training.progress import HISTORY_LENGTH, ProgressDetector
 
 tracer = trace.get_tracer("esper.training")
@@ -72,6 +74,7 @@ class _Decision:
     values: torch.Tensor
     hidden: Hidden
     accuracies: list[float]
+    germinated: list[bool]
 
 
 class VectorizedTrainer:
@@ -117,6 +120,8 @@ class VectorizedTrainer:
             config.telemetry_level, config.anomaly.escalation_updates
         )
         self.progress_detector = ProgressDetector(config.progress)
+        self.reward_hacking = RewardHackingDetector(config.reward_hacking)
+        self.memory = MemoryMonitor(config.memory, self.device)
         self.progress = Progress()
         telemetry.set_level(config.telemetry_level)
 
@@ -188,7 +193,7 @@ class VectorizedTrainer:
         with tracer.start_as_current_span(
             "esper.batch", context=Context(), links=self.run_links, attributes=attributes
         ) as batch_span:
-            accuracies, rewards, buffer = self._run_episodes(active)
+            accuracies, rewards, buffer, steps = self._run_episodes(batch, active)
             progress.episodes_completed += len(active)
             progress.batches_completed = batch
             progress.accuracies.append(fmean(accuracies))
@@ -201,6 +206,7 @@ class VectorizedTrainer:
                 fmean(progress.accuracies),
                 metrics=None,
             )
+            self.reward_hacking.observe(batch, steps, result.avg_reward, result.avg_accuracy)
             if buffer is not None:
                 result = replace(result, metrics=self._update(buffer, result))
             self.progress_detector.observe(batch, progress.accuracies, result.episodes_completed)
@@ -208,9 +214,10 @@ class VectorizedTrainer:
         return result
 
     def _run_episodes(
-        self, envs: list[HostEnvironment]
-    ) -> tuple[list[float], list[float], RolloutBuffer | None]:
-        """Run one episode per env in lockstep; returns final accuracies, returns, buffer."""
+        self, batch: int, envs: list[HostEnvironment]
+    ) -> tuple[list[float], list[float], RolloutBuffer | None, list[StepOutcome]]:
+        """Run one episode per env in lockstep; returns final accuracies, returns, buffer
+        and every controller step."""
         for env in envs:
             env.reset()
         episode_spans = [
@@ -218,32 +225,35 @@ class VectorizedTrainer:
             for env in envs
         ]
         try:
-            accuracies, returns, buffer = self._run_epochs(envs, episode_spans)
+            accuracies, returns, buffer, steps = self._run_epochs(batch, envs, episode_spans)
             for span, accuracy in zip(episode_spans, accuracies, strict=True):
                 span.set_attribute("esper.final_accuracy", accuracy)
-            return accuracies, returns, buffer
+            return accuracies, returns, buffer, steps
         finally:
             for span in episode_spans:
                 span.end()
 
     def _run_epochs(
-        self, envs: list[HostEnvironment], episode_spans: list[Span]
-    ) -> tuple[list[float], list[float], RolloutBuffer | None]:
+        self, batch: int, envs: list[HostEnvironment], episode_spans: list[Span]
+    ) -> tuple[list[float], list[float], RolloutBuffer | None, list[StepOutcome]]:
         config, agent = self.config, self.agent
         buffer = agent.new_buffer(len(envs), config.max_epochs - 1) if agent else None
         hidden = agent.initial_hidden(len(envs)) if agent else None
         returns = [0.0] * len(envs)
         accuracies: list[float] = []
+        steps: list[StepOutcome] = []
         pending: _Decision | None = None
         for epoch in range(1, config.max_epochs + 1):
             epoch_spans: list[Span] = []
             try:
                 for env, episode_span in zip(envs, episode_spans, strict=True):
                     epoch_spans.append(self._run_epoch(env, episode_span, epoch))
+                self.memory.sample(batch, epoch)
                 accuracies = [self._signals(env).val_accuracy for env in envs]
                 if pending is not None:
-                    step_rewards = self._rewards(envs, pending.accuracies, accuracies)
+                    step_rewards = self._rewards(envs, pending, accuracies)
                     returns = [total + r for total, r in zip(returns, step_rewards, strict=True)]
+                    steps += _outcomes(pending, step_rewards, accuracies)
                     if buffer is not None:
                         done = float(epoch == config.max_epochs)
                         buffer.add(
@@ -264,7 +274,7 @@ class VectorizedTrainer:
                 for env, span in zip(envs, epoch_spans, strict=False):
                     span.set_attribute("esper.seed_stage", env.slot.stage.name)
                     span.end()
-        return accuracies, returns, buffer
+        return accuracies, returns, buffer, steps
 
     def _run_epoch(self, env: HostEnvironment, episode_span: Span, epoch: int) -> Span:
         """Train one env-epoch under its own `esper.epoch` span, left open for the
@@ -310,18 +320,23 @@ class VectorizedTrainer:
             logprobs = values = torch.zeros(len(envs))
             next_hidden = None
         chosen = zip(envs, epoch_spans, actions.tolist(), masks.tolist(), strict=True)
+        germinated = []
         for env, span, action, mask in chosen:
             with trace.use_span(span, end_on_exit=False):
-                run_command(env, Action(action), mask[action], self.config.controller)
-        decision = _Decision(obs, masks, actions, logprobs, values, hidden, accuracies)
+                executed = run_command(env, Action(action), mask[action], self.config.controller)
+            germinated.append(executed and Action(action).is_germinate)
+        decision = _Decision(obs, masks, actions, logprobs, values, hidden, accuracies, germinated)
         return decision, next_hidden
 
     def _rewards(
-        self, envs: list[HostEnvironment], before: list[float], after: list[float]
+        self, envs: list[HostEnvironment], decision: _Decision, after: list[float]
     ) -> list[float]:
+        steps = zip(envs, decision.accuracies, after, decision.germinated, strict=True)
         return [
-            step_reward(b, a, env.seed_params, env.host_params, self.config.reward)
-            for env, b, a in zip(envs, before, after, strict=True)
+            step_reward(
+                b, a, env.seed_params, env.host_params, self.config.reward, germinated=germinated
+            )
+            for env, b, a, germinated in steps
         ]
 
     @staticmethod
@@ -379,3 +394,11 @@ class VectorizedTrainer:
                 data=data,
             )
         )
+
+
+def _outcomes(
+    decision: _Decision, rewards: list[float], accuracies: list[float]
+) -> list[StepOutcome]:
+    """Each env's step of `decision`: its action, reward and accuracy gain."""
+    steps = zip(decision.actions.tolist(), rewards, decision.accuracies, accuracies, strict=True)
+    return [StepOutcome(Action(a), r, after - before) for a, r, before, after in steps]

@@ -129,7 +129,7 @@ def test_intact_isolation_is_probed_and_silent(events: EventRecorder, synthetic:
     # Two TRAINING epochs, each probed on its first step and every 7th step of the episode.
     probed = {s for s in range(steps_per_epoch, 3 * steps_per_epoch) if s % 7 == 0}
     probed |= {steps_per_epoch, 2 * steps_per_epoch}
-    assert env.health.isolation_probes == len(probed)
+    assert env.health.counts.isolation_probes == len(probed)
     assert not health_events(events)
 
 
@@ -154,7 +154,7 @@ def test_exploding_host_gradient_is_reported_once_per_epoch(
     assert first.data["bound"] == 1e3
     assert first.data["grad_norm"] > 1e3
     assert first.data["step"] == 0  # the very first step already explodes
-    assert env.health.steps_checked == 2 * math.ceil(len(synthetic.train_y) / 16)
+    assert env.health.counts.steps_checked == 2 * math.ceil(len(synthetic.train_y) / 16)
 
 
 def test_vanishing_host_gradient_is_reported(
@@ -263,7 +263,7 @@ def test_healthy_default_run_raises_no_health_event(
     while not trainer.finished:
         trainer.run_batch()
     assert events.of_type(EventType.SEED_GERMINATED), "no seed ever trained"
-    assert all(env.health.steps_checked > 0 for env in trainer.envs)
+    assert all(env.health.counts.steps_checked > 0 for env in trainer.envs)
     assert not health_events(events)
 
 
@@ -274,7 +274,7 @@ def test_healthy_digits_host_with_a_seed_raises_no_health_event(events: EventRec
         if epoch == 4:
             assert env.apply(Action.GERMINATE_CONV_HEAVY)
         env.run_epoch(epoch)
-    assert env.health.isolation_probes > 0
+    assert env.health.counts.isolation_probes > 0
     assert not health_events(events)
 
 
