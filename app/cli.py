@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from statistics import fmean
 from types import FrameType
@@ -25,8 +25,17 @@ from app.contracts.events import TelemetryLevel
 from app.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from app.training.config import CONTROLLERS, RunConfig
 from app.training.datasets import DATASETS, Dataset, DatasetError, load_dataset
+from app.training.overrides import (
+    FORMAT,
+    Override,
+    apply_parsed,
+    config_table,
+    parse_override,
+    render,
+    sections,
+)
 from app.training.progress import ProgressThresholds
-from app.training.vectorized import Progress, VectorizedTrainer
+from app.training.vectorized import VectorizedTrainer
 from instrumentation.hub import TelemetryHub, installed
 from instrumentation.jsonl_reader import LogLineError
 from instrumentation.otel import (
@@ -112,8 +121,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="rotated files kept; older ones (the oldest events) are deleted",
     )
     add("--verbose", action="store_true", help="print every event to the console")
-    add("--plateau-threshold", type=_bounded(float, 0, "--plateau-threshold"), default=0.5)
-    add("--improvement-threshold", type=_bounded(float, 0, "--improvement-threshold"), default=2.0)
+    add(
+        "--plateau-threshold",
+        type=_bounded(float, 0, "--plateau-threshold"),
+        help=f"progress.plateau (default {ProgressThresholds().plateau})",
+    )
+    add(
+        "--improvement-threshold",
+        type=_bounded(float, 0, "--improvement-threshold"),
+        help=f"progress.improvement (default {ProgressThresholds().improvement})",
+    )
+    add(
+        "--set",
+        action="append",
+        dest="overrides",
+        metavar=FORMAT,
+        help="set any field of a config section, e.g. health.grad_exploding=1e4 or "
+        "health.epoch_time_budget_s=none; repeatable, the last value for a key wins, and "
+        "--set wins over a flag for the same field (--plateau-threshold, "
+        "--improvement-threshold); --show-config lists every key",
+    )
+    add(
+        "--show-config",
+        action="store_true",
+        help="print the configuration these flags resolve to, one KEY = VALUE a line, and "
+        "exit without training or writing anything",
+    )
     add(
         "--prometheus-port",
         type=_bounded(int, 0, "--prometheus-port", high=65535),
@@ -144,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    return RunConfig(
+    """The run's configuration: the dedicated flags, then each --set in order, so that
+    --set wins for a field that a flag also sets. The progress flags are overrides of
+    their own, applied with the --set ones for the same section, so that
+    `--plateau-threshold 3 --set progress.improvement=5` is checked as a whole."""
+    config = RunConfig(
         controller=args.controller,
         recurrent=args.recurrent,
         envs=args.envs,
@@ -155,8 +192,28 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         seed=args.seed,
         device=args.device,
         telemetry_level=TelemetryLevel[args.telemetry_level.upper()],
-        progress=ProgressThresholds(args.plateau_threshold, args.improvement_threshold),
     )
+    flags = [
+        Override("progress", field, value, f"{flag} {value}")
+        for field, flag, value in (
+            ("plateau", "--plateau-threshold", args.plateau_threshold),
+            ("improvement", "--improvement-threshold", args.improvement_threshold),
+        )
+        if value is not None
+    ]
+    sets = [parse_override(config, text) for text in args.overrides or ()]
+    return apply_parsed(config, [*flags, *sets])
+
+
+def show_config(config: RunConfig) -> str:
+    """Every top-level field and every `section.field`, one `KEY = VALUE` a line; the
+    values are written as `--set` takes them."""
+    top = [
+        (item.name, render(getattr(config, item.name)))
+        for item in fields(config)
+        if item.name not in sections(config)
+    ]
+    return "\n".join(f"{key} = {value}" for key, value in [*top, *config_table(config)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,14 +249,19 @@ def _check_save_path(path: Path) -> None:
         raise UsageError(f"--save {path}: cannot write in {parent}")
 
 
-def _prepare(args: argparse.Namespace) -> tuple[RunConfig, Dataset, dict[str, Any] | None]:
-    """Everything that can fail on bad input, done before any work starts."""
+def _resolve(args: argparse.Namespace) -> RunConfig:
+    """The configuration, or a UsageError for flags and overrides that do not make one."""
     if args.recurrent and args.controller != "ppo":
         raise UsageError("--recurrent applies to the ppo controller only")
     try:
-        config = run_config(args)
-    except ValueError as error:
+        return run_config(args)
+    except ValueError as error:  # OverrideError included
         raise UsageError(str(error)) from None
+
+
+def _prepare(args: argparse.Namespace) -> tuple[RunConfig, Dataset, dict[str, Any] | None]:
+    """Everything that can fail on bad input, done before any work starts."""
+    config = _resolve(args)
     _check_device(config.device)
     if args.save:
         _check_save_path(args.save)
@@ -240,6 +302,10 @@ class StopRequest:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    if args.show_config:
+        # The configuration alone: no device, dataset or checkpoint is touched.
+        print(show_config(_resolve(args)))
+        return 0
     config, dataset, checkpoint = _prepare(args)
     torch.set_num_threads(args.threads)
     run_id = uuid.uuid4().hex[:16]
@@ -336,7 +402,7 @@ def _run(
         otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S)  # before the summary: it counts losses
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
-        _print_summary(status, run_id, jsonl.path, hub, trainer.progress, wall_s)
+        _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s)
     return exit_code
 
 
@@ -396,9 +462,10 @@ def _print_summary(
     run_id: str,
     log_path: Path,
     hub: TelemetryHub,
-    progress: Progress,
+    trainer: VectorizedTrainer,
     wall_s: float,
 ) -> None:
+    progress = trainer.progress
     lines = [f"esper: training {status} in {wall_s:.1f}s", f"  run id:    {run_id}"]
     if progress.accuracies:
         lines += [
@@ -408,8 +475,24 @@ def _print_summary(
             f"  reward:    {progress.rewards[-1]:.3f} per episode, last batch",
         ]
     events = ", ".join(f"{t.value}={n}" for t, n in sorted(hub.events_by_type.items()))
-    lines += [f"  events:    {hub.emitted} ({events})", f"  event log: {log_path}"]
+    lines += [
+        f"  events:    {hub.emitted} ({events})",
+        f"  checks:    {_checks(trainer)}",
+        f"  event log: {log_path}",
+    ]
     errors = {name: count for name, count in hub.sink_errors.items() if count}
     if errors:
         lines.append(f"  sink errors: {errors}")
     print("\n".join(lines), file=sys.stderr)
+
+
+def _checks(trainer: VectorizedTrainer) -> str:
+    """How much the health checks looked at, so that a quiet run reads as checked."""
+    memory = trainer.memory
+    steps = sum(env.check_counts.steps_checked for env in trainer.envs)
+    probes = sum(env.check_counts.isolation_probes for env in trainer.envs)
+    limit_gib = memory.limit.limit_bytes / 2**30
+    return (
+        f"{steps} host steps ({probes} isolation probes), {memory.samples} memory samples "
+        f"(peak RSS {memory.peak_fraction:.1%} of {limit_gib:.1f} GiB {memory.limit.source})"
+    )
