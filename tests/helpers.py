@@ -61,6 +61,26 @@ ANOMALY_FIELDS = (
     "clip_fraction",
     "entropy",
 )
+# DESIGN §4: the data of PLATEAU/IMPROVEMENT/DEGRADATION_DETECTED.
+PROGRESS_FIELDS = (
+    "batch",
+    "smoothed_delta",
+    "recent_avg",
+    "older_avg",
+    "rolling_avg_accuracy",
+    "episodes_completed",
+)
+# DESIGN §4: the data of SEED_FOSSILIZED and SEED_CULLED (plus params_added or reason).
+SEED_OUTCOME_FIELDS = (
+    "blueprint_id",
+    "seed_id",
+    "env_id",
+    "improvement",
+    "blending_delta",
+    "counterfactual",
+    "epochs_in_stage",
+    "epochs_total",
+)
 
 
 class EventRecorder(list[TelemetryEvent]):

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import ANOMALY_FIELDS, PPO_FIELDS, EventRecorder
+from helpers import ANOMALY_FIELDS, PPO_FIELDS, PROGRESS_FIELDS, SEED_OUTCOME_FIELDS, EventRecorder
 from torch import Tensor
 
 import app.training.vectorized as vectorized_module
@@ -206,24 +206,6 @@ CATALOGUE: dict[EventType, Scenario] = {
 }
 
 # What DESIGN §4 (and §3 for TAMIYO_INITIATED) requires of an event, where it says.
-_SEED_OUTCOME = (
-    "blueprint_id",
-    "seed_id",
-    "env_id",
-    "improvement",
-    "blending_delta",
-    "counterfactual",
-    "epochs_in_stage",
-    "epochs_total",
-)
-_PROGRESS = (
-    "batch",
-    "smoothed_delta",
-    "recent_avg",
-    "older_avg",
-    "rolling_avg_accuracy",
-    "episodes_completed",
-)
 ANOMALY_TYPES = (
     EventType.RATIO_EXPLOSION_DETECTED,
     EventType.RATIO_COLLAPSE_DETECTED,
@@ -234,13 +216,13 @@ ANOMALY_TYPES = (
 REQUIRED_FIELDS: dict[EventType, tuple[str, ...]] = {
     EventType.PPO_UPDATE_COMPLETED: PPO_FIELDS,
     **dict.fromkeys(ANOMALY_TYPES, ANOMALY_FIELDS),
-    EventType.PLATEAU_DETECTED: _PROGRESS,
-    EventType.IMPROVEMENT_DETECTED: _PROGRESS,
-    EventType.DEGRADATION_DETECTED: _PROGRESS,
+    EventType.PLATEAU_DETECTED: PROGRESS_FIELDS,
+    EventType.IMPROVEMENT_DETECTED: PROGRESS_FIELDS,
+    EventType.DEGRADATION_DETECTED: PROGRESS_FIELDS,
     EventType.SEED_GERMINATED: ("blueprint_id", "seed_id", "params", "env_id"),
     EventType.SEED_STAGE_CHANGED: ("from", "to", "env_id"),
-    EventType.SEED_FOSSILIZED: (*_SEED_OUTCOME, "params_added"),
-    EventType.SEED_CULLED: (*_SEED_OUTCOME, "reason"),
+    EventType.SEED_FOSSILIZED: (*SEED_OUTCOME_FIELDS, "params_added"),
+    EventType.SEED_CULLED: (*SEED_OUTCOME_FIELDS, "reason"),
     EventType.TAMIYO_INITIATED: (
         "env_id",
         "epoch",

@@ -11,20 +11,12 @@ from collections.abc import Sequence
 from statistics import fmean
 
 import pytest
-from helpers import EventRecorder
+from helpers import PROGRESS_FIELDS, EventRecorder
 
 from app import telemetry
 from app.contracts.events import EventType, Severity, TelemetryLevel
 from app.training.progress import HISTORY_LENGTH, ProgressDetector, ProgressThresholds
 
-DATA_KEYS = {
-    "batch",
-    "smoothed_delta",
-    "recent_avg",
-    "older_avg",
-    "rolling_avg_accuracy",
-    "episodes_completed",
-}
 PROGRESS_TYPES = {
     EventType.PLATEAU_DETECTED,
     EventType.IMPROVEMENT_DETECTED,
@@ -170,7 +162,7 @@ def test_event_data_fields_and_values(events: EventRecorder) -> None:
     [event] = events
     assert event.event_type == EventType.IMPROVEMENT_DETECTED
     assert event.severity == Severity.INFO
-    assert set(event.data) == DATA_KEYS
+    assert set(event.data) == set(PROGRESS_FIELDS)
     assert event.data["batch"] == 12
     assert event.data["episodes_completed"] == 96
     assert event.data["recent_avg"] == pytest.approx((55.0 + 56.0 + 60.0) / 3)

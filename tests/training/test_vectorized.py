@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import ANOMALY_FIELDS, PPO_FIELDS, EventRecorder
+from helpers import ANOMALY_FIELDS, PPO_FIELDS, SEED_OUTCOME_FIELDS, EventRecorder
 
 from app import telemetry
 from app.contracts.actions import BLUEPRINTS, Action
@@ -30,16 +30,6 @@ from app.training.vectorized import BatchResult, VectorizedTrainer
 
 MakeConfig = Callable[..., RunConfig]
 
-OUTCOME_FIELDS = (
-    "blueprint_id",
-    "seed_id",
-    "env_id",
-    "improvement",
-    "blending_delta",
-    "counterfactual",
-    "epochs_in_stage",
-    "epochs_total",
-)
 STAGE_NAMES = {stage.name for stage in SeedStage}
 
 
@@ -217,7 +207,7 @@ def test_heuristic_run_germinates_and_stages_seeds_without_ppo_updates(
         assert event.data["from"] in STAGE_NAMES and event.data["to"] in STAGE_NAMES
         assert event.data["from"] != event.data["to"]
     for event in events.of_type(EventType.SEED_CULLED) + events.of_type(EventType.SEED_FOSSILIZED):
-        assert set(OUTCOME_FIELDS) <= event.data.keys()
+        assert set(SEED_OUTCOME_FIELDS) <= event.data.keys()
 
     # Per env, the stage changes chain, and every EPOCH_COMPLETED reports the stage the
     # last change (in stream order) left the slot in.
@@ -280,7 +270,7 @@ def test_fossilized_seed_reports_contract_fields(
     ]
     (fossilized,) = events.of_type(EventType.SEED_FOSSILIZED)
     data = fossilized.data
-    assert set(OUTCOME_FIELDS) | {"params_added"} <= data.keys()
+    assert set(SEED_OUTCOME_FIELDS) | {"params_added"} <= data.keys()
     assert data["blueprint_id"] == "conv_heavy"
     assert data["seed_id"] == fossilized.seed_id == germinated.data["seed_id"] == "env0_seed_0"
     assert data["env_id"] == 0
@@ -318,7 +308,7 @@ def test_culled_seeds_report_contract_fields_and_reason(
         (by_controller, "env1_seed_0", "conv_light"),
         (by_timeout, "env1_seed_1", "norm"),
     ):
-        assert set(OUTCOME_FIELDS) | {"reason"} <= event.data.keys()
+        assert set(SEED_OUTCOME_FIELDS) | {"reason"} <= event.data.keys()
         assert event.data["seed_id"] == event.seed_id == seed_id
         assert event.data["blueprint_id"] == blueprint
         assert event.data["env_id"] == 1
@@ -369,7 +359,7 @@ def test_governor_rollback_inside_the_loop_culls_the_seed_and_restores_weights(
     rollback = [e for e in culls if e.data["reason"] == "governor_rollback"]
     assert len(rollback) == 1
     assert rollback[0].data["seed_id"] == rollback[0].seed_id == seed_id
-    assert set(OUTCOME_FIELDS) <= rollback[0].data.keys()
+    assert set(SEED_OUTCOME_FIELDS) <= rollback[0].data.keys()
     env0_epochs = [e for e in events.of_type(EventType.EPOCH_COMPLETED) if e.data["env_id"] == 0]
     rolled = [e for e in env0_epochs if e.data["rolled_back"]]
     assert len(rolled) == 1
