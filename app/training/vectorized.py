@@ -2,7 +2,9 @@
 
 Each batch runs one episode per environment: `max_epochs` epochs of host training, with a
 controller decision after every epoch but the last. The reward of a decision is the
-accuracy the next epoch gains minus the seed's parameter rent. One trace per batch: the
+accuracy the next epoch gains minus the seed's parameter rent (plus the germination bonus,
+if one is configured). Memory is sampled after every lockstep epoch, and each batch's steps
+go to the reward hacking detector. One trace per batch: the
 `esper.batch` root links to the run's `esper.run` span; under it one `esper.episode` per
 environment holding its `esper.epoch` spans, and the `esper.ppo.update` span.
 """
