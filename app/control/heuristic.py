@@ -21,6 +21,18 @@ class HeuristicConfig:
     min_contribution: float = 0.5
     cull_below: float = -2.0
 
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.blueprints if name not in BLUEPRINTS]
+        if not self.blueprints or unknown:
+            raise ValueError(
+                f"HeuristicConfig.blueprints must name some of {', '.join(BLUEPRINTS)}; "
+                f"got {', '.join(self.blueprints) or 'none'}"
+            )
+        if self.plateau_patience < 0:
+            raise ValueError(
+                f"HeuristicConfig.plateau_patience must be >= 0, got {self.plateau_patience}"
+            )
+
 
 class HeuristicController:
     """Decides one action per environment from the host signals and the seed state."""

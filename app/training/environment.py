@@ -48,6 +48,17 @@ class HostConfig:
     seed_lr: float = 0.01
     batch_size: int = 16
 
+    def __post_init__(self) -> None:
+        for name in ("width", "block2_width", "block3_width", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"HostConfig.{name} must be at least 1, got {value}")
+        for name in ("lr", "seed_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"HostConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"HostConfig.lr_decay must be in (0, 1], got {self.lr_decay}")
+
 
 @dataclass(frozen=True)
 class EpochResult:

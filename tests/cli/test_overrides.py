@@ -295,3 +295,22 @@ def test_a_bad_override_exits_2_with_one_line_and_creates_nothing(
     assert line.startswith("esper: error: ") and named in line
     assert out == ""
     assert not telemetry_dir.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("host.width=0", "HostConfig.width must be at least 1"),
+        ("host.batch_size=0", "HostConfig.batch_size must be at least 1"),
+        ("host.lr=0", "HostConfig.lr must be > 0"),
+        ("host.lr_decay=1.5", "HostConfig.lr_decay must be in (0, 1]"),
+        ("heuristic.blueprints=conv_light,foo", "HeuristicConfig.blueprints must name some of"),
+        ("heuristic.blueprints=", "got none"),
+        ("heuristic.plateau_patience=-1", "HeuristicConfig.plateau_patience must be >= 0"),
+    ],
+)
+def test_sizes_and_names_are_validated_before_training(override: str, named: str) -> None:
+    with pytest.raises(OverrideError) as error:
+        apply_overrides(DEFAULT, [override])
+    assert str(error.value).startswith(f"--set {override}: ")
+    assert named in str(error.value)
