@@ -103,7 +103,8 @@ def trend(values: list[float]) -> Trend | None:
         return Trend(0.0, 0.0)
     slope, intercept = linear_regression(xs, values)
     residual = sum((y - (intercept + slope * x)) ** 2 for x, y in zip(xs, values, strict=True))
-    spread = sum((x - fmean(xs)) ** 2 for x in xs)
+    middle = fmean(xs)
+    spread = sum((x - middle) ** 2 for x in xs)
     error = math.sqrt(residual / (n - 2) / spread)
     if error == 0.0:
         return Trend(slope, math.copysign(math.inf, slope))
