@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
-from app.contracts.events import EventType, TelemetryEvent
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.contracts.events import EventType, Severity, TelemetryEvent
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 # The PPO statistics an update reports: PPO_UPDATE_COMPLETED fields and esper_ppo_* gauges.
 PPO_STATISTICS = (
@@ -19,7 +25,7 @@ PPO_STATISTICS = (
     "explained_variance",
 )
 
-# DESIGN §5's metric table: Prometheus name -> its labels besides run_id.
+# The metric table of docs/opentelemetry.md: Prometheus name -> its labels besides run_id.
 PPO_GAUGES = tuple(f"esper_ppo_{name}" for name in PPO_STATISTICS)
 HISTOGRAMS = (
     "esper_batch_duration_seconds",
@@ -38,48 +44,40 @@ METRIC_TABLE: dict[str, frozenset[str]] = {
     "esper_telemetry_sink_errors_total": frozenset({"sink"}),
 }
 
-# The data fields of every PPO_UPDATE_COMPLETED event (DESIGN §4).
-PPO_FIELDS = (
-    "batch",
-    "episodes_completed",
-    "train_steps",
-    *PPO_STATISTICS,
-    "early_stop_epoch",
-    "avg_accuracy",
-    "avg_reward",
-    "rolling_avg_accuracy",
-)
-# The data fields every anomaly warning event carries, whatever its type.
-ANOMALY_FIELDS = (
-    "anomaly_type",
-    "detail",
-    "ratio_max",
-    "ratio_min",
-    "explained_variance",
-    "train_steps",
-    "approx_kl",
-    "clip_fraction",
-    "entropy",
-)
-# DESIGN §4: the data of PLATEAU/IMPROVEMENT/DEGRADATION_DETECTED.
-PROGRESS_FIELDS = (
-    "batch",
-    "smoothed_delta",
-    "recent_avg",
-    "older_avg",
-    "rolling_avg_accuracy",
-    "episodes_completed",
-)
-# DESIGN §4: the data of SEED_FOSSILIZED and SEED_CULLED (plus params_added or reason).
-SEED_OUTCOME_FIELDS = (
-    "blueprint_id",
-    "seed_id",
-    "env_id",
-    "improvement",
-    "blending_delta",
-    "counterfactual",
-    "epochs_in_stage",
-    "epochs_total",
+
+@dataclass(frozen=True)
+class DocumentedEvent:
+    """One event type as docs/events.md documents it."""
+
+    severity: Severity
+    fields: tuple[str, ...]
+
+
+def documented_events() -> dict[EventType, DocumentedEvent]:
+    """The table "Event types and their data" of docs/events.md, by event type."""
+    text = (DOCS / "events.md").read_text(encoding="utf-8")
+    section = text.split("## Event types and their data", 1)[1].split("\n## ", 1)[0]
+    table: dict[EventType, DocumentedEvent] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        documented = DocumentedEvent(Severity(cells[1]), tuple(re.findall(r"`(\w+)`", cells[2])))
+        for name in re.findall(r"`(\w+)`", cells[0]):
+            table[EventType(name)] = documented
+    return table
+
+
+# The data fields docs/events.md lists for these events.
+_DOCUMENTED = documented_events()
+PPO_FIELDS = _DOCUMENTED[EventType.PPO_UPDATE_COMPLETED].fields
+ANOMALY_FIELDS = _DOCUMENTED[EventType.RATIO_EXPLOSION_DETECTED].fields
+PROGRESS_FIELDS = _DOCUMENTED[EventType.PLATEAU_DETECTED].fields
+# What SEED_FOSSILIZED and SEED_CULLED share (they add params_added or reason).
+SEED_OUTCOME_FIELDS = tuple(
+    name
+    for name in _DOCUMENTED[EventType.SEED_FOSSILIZED].fields
+    if name in _DOCUMENTED[EventType.SEED_CULLED].fields
 )
 
 

@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import ANOMALY_FIELDS, PPO_FIELDS, PROGRESS_FIELDS, SEED_OUTCOME_FIELDS, EventRecorder
+from helpers import EventRecorder, documented_events
 from torch import Tensor
 
 import app.training.vectorized as vectorized_module
 from app import telemetry
 from app.contracts.actions import Action
-from app.contracts.events import EventType, Severity, TelemetryEvent, TelemetryLevel
+from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
 from app.contracts.stages import SeedStage
 from app.model.slot import SeedSlot
 from app.rl.anomaly import AnomalyThresholds
@@ -205,33 +205,8 @@ CATALOGUE: dict[EventType, Scenario] = {
     EventType.REWARD_HACKING_SUSPECTED: farmable_germination_bonus,
 }
 
-# What DESIGN §4 (and §3 for TAMIYO_INITIATED) requires of an event, where it says.
-ANOMALY_TYPES = (
-    EventType.RATIO_EXPLOSION_DETECTED,
-    EventType.RATIO_COLLAPSE_DETECTED,
-    EventType.VALUE_COLLAPSE_DETECTED,
-    EventType.GRADIENT_PATHOLOGY_DETECTED,
-    EventType.NUMERICAL_INSTABILITY_DETECTED,
-)
-REQUIRED_FIELDS: dict[EventType, tuple[str, ...]] = {
-    EventType.PPO_UPDATE_COMPLETED: PPO_FIELDS,
-    **dict.fromkeys(ANOMALY_TYPES, ANOMALY_FIELDS),
-    EventType.PLATEAU_DETECTED: PROGRESS_FIELDS,
-    EventType.IMPROVEMENT_DETECTED: PROGRESS_FIELDS,
-    EventType.DEGRADATION_DETECTED: PROGRESS_FIELDS,
-    EventType.SEED_GERMINATED: ("blueprint_id", "seed_id", "params", "env_id"),
-    EventType.SEED_STAGE_CHANGED: ("from", "to", "env_id"),
-    EventType.SEED_FOSSILIZED: (*SEED_OUTCOME_FIELDS, "params_added"),
-    EventType.SEED_CULLED: (*SEED_OUTCOME_FIELDS, "reason"),
-    EventType.TAMIYO_INITIATED: (
-        "env_id",
-        "epoch",
-        "stable_count",
-        "stabilization_epochs",
-        "val_loss",
-    ),
-}
-EXPECTED_SEVERITY = dict.fromkeys(ANOMALY_TYPES, Severity.WARNING)
+# What docs/events.md requires of each event: its severity and its data fields.
+DOCUMENTED = documented_events()
 
 
 def record(scenario: Scenario, dataset: Dataset, config: RunConfig) -> list[TelemetryEvent]:
@@ -278,6 +253,10 @@ def test_every_event_type_has_a_scenario() -> None:
     assert set(CATALOGUE) == set(EventType)
 
 
+def test_every_event_type_is_documented() -> None:
+    assert set(DOCUMENTED) == set(EventType)
+
+
 @pytest.mark.parametrize("event_type", list(EventType), ids=str)
 def test_real_code_emits(
     event_type: EventType,
@@ -297,7 +276,7 @@ def test_real_code_emits(
         assert TelemetryEvent.from_record(event.to_record()) == event
         assert event.message
         assert _is_json_value(event.data), f"{event_type} data is not plain JSON: {event.data}"
-        missing = [name for name in REQUIRED_FIELDS.get(event_type, ()) if name not in event.data]
-        assert not missing, f"{event_type} lacks data fields {missing}"
-        if event_type in EXPECTED_SEVERITY:
-            assert event.severity == EXPECTED_SEVERITY[event_type]
+        documented = DOCUMENTED[event_type]
+        missing = [name for name in documented.fields if name not in event.data]
+        assert not missing, f"{event_type} lacks the data fields docs/events.md lists: {missing}"
+        assert event.severity == documented.severity, event
