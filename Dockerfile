@@ -1,4 +1,4 @@
-# The trainer image for the compose stack (DESIGN §6): `docker compose up --build`.
+# The trainer image for the compose stack (README: "Run the full stack"): `docker compose up --build`.
 #
 # Checked (via the `search` tool): installing torch from PyTorch's CPU index
 # (`pip install --index-url https://download.pytorch.org/whl/cpu torch==...`) before the

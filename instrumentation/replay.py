@@ -1,7 +1,7 @@
 """`esper replay`: send a recorded `events.jsonl` log to OpenTelemetry with its original
 timestamps, so that an old run (the original system's included) can be looked at in Jaeger.
 
-Trace shape (DESIGN §5, as far as a log allows). The log has no span boundaries, so they
+Trace shape (docs/opentelemetry.md, as far as a log allows). The log has no span boundaries, so they
 are rebuilt from the events:
 
 - one short `esper.run` span at the first event's time, carrying `esper.run_id` and
@@ -21,12 +21,13 @@ are rebuilt from the events:
   batch and update duration histograms (measured from spans) inherit that.
 
 Span events and metrics are the live sink's own (`OpenTelemetrySink.emit` with the
-replayed span current): the exact DESIGN §5 names and attributes, event timestamps from
-the log. Metric values reflect the log, but OTLP metric points carry the export time, not
-the original one: metrics are exported once, when the replay ends. When a line carries
-`trace_id`/`span_id` (logs written by this project), the span its event lands on keeps
-the first such pair as `esper.original_trace_id`/`esper.original_span_id`; ids are never
-reused, so a replay does not collide with a run that was exported live.
+replayed span current): the exact names and attributes of docs/opentelemetry.md, event
+timestamps from the log. Metric values reflect the log, but OTLP metric points carry the
+export time, not the original one: metrics are exported once, when the replay ends. When
+a line carries `trace_id`/`span_id` (logs written by this project), the span its event
+lands on keeps the first such pair as
+`esper.original_trace_id`/`esper.original_span_id`; ids are never reused, so a replay
+does not collide with a run that was exported live.
 
 A replay makes spans far faster than training does, and the BatchSpanProcessor drops
 spans once its queue is full; so replay waits for each trace's export before the next,

@@ -1,9 +1,8 @@
 """Fixtures for every test directory: a recorder of the events emitted through telemetry,
-and the legacy event log that the original system wrote (shared/fixtures/)."""
+and the legacy event log that the original system wrote (tests/fixtures/)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,22 +28,9 @@ def events() -> Iterator[EventRecorder]:
         telemetry.set_level(TelemetryLevel.NORMAL)
 
 
-LEGACY_LOG_NAME = "legacy-events-2025-12-06.jsonl"
-
-
-def _shared_dir() -> Path:
-    configured = os.environ.get("ESPER_SHARED_DIR")
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[1].parent / "shared"
+LEGACY_LOG = Path(__file__).parent / "fixtures" / "legacy-events-2025-12-06.jsonl"
 
 
 @pytest.fixture(scope="session")
 def legacy_log() -> Path:
-    path = _shared_dir() / "fixtures" / LEGACY_LOG_NAME
-    if not path.is_file():
-        pytest.fail(
-            f"legacy event log not found at {path}: the repository's parent must hold "
-            "shared/fixtures/, or set ESPER_SHARED_DIR to the shared directory"
-        )
-    return path
+    return LEGACY_LOG

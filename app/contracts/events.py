@@ -1,4 +1,4 @@
-"""Domain events and the telemetry levels that filter them (DESIGN §4, a contract)."""
+"""Domain events and the telemetry levels that filter them (docs/events.md, a contract)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed lifecycle (DESIGN §3): stages and the transitions between them."""
+"""The seed lifecycle (docs/training.md): stages and the transitions between them."""
 
 from __future__ import annotations
 

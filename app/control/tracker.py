@@ -1,4 +1,4 @@
-"""Per-epoch host signals and the stabilization latch (DESIGN §3)."""
+"""Per-epoch host signals and the stabilization latch (docs/training.md)."""
 
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ def _numerical_instability(metrics: PPOUpdateMetrics) -> Anomaly:
 
 
 def anomaly_event(anomaly: Anomaly, metrics: PPOUpdateMetrics) -> TelemetryEvent:
-    """The warning event for an anomaly (DESIGN §4); NaN statistics stay float NaN."""
+    """The warning event for an anomaly (docs/events.md); NaN statistics stay float NaN."""
     data: dict[str, Any] = {
         "anomaly_type": anomaly.anomaly_type,
         "detail": anomaly.detail,

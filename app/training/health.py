@@ -1,6 +1,6 @@
 """Health checks on one host's training: isolation, gradient norms and performance.
 
-Three detectors (DESIGN §4) watch the host epoch loop of one `HostEnvironment`:
+Three detectors (docs/events.md) watch the host epoch loop of one `HostEnvironment`:
 
 - ISOLATION_VIOLATION: while a seed is TRAINING its own loss must put no gradient into the
   host (the seed learns on detached activations through a head with detached weights). On a

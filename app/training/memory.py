@@ -1,4 +1,5 @@
-"""MEMORY_WARNING (DESIGN §4): memory use approaching the limit that will actually stop the run.
+"""MEMORY_WARNING (docs/events.md): memory use approaching the limit that will actually
+stop the run.
 
 An out-of-memory kill ends a run without a word in the event log, so the trainer samples
 memory after every lockstep epoch and warns while there is still room to act:

@@ -1,4 +1,4 @@
-"""Batch-level progress detection: plateau, improvement or degradation (DESIGN §3)."""
+"""Batch-level progress detection: plateau, improvement or degradation (docs/training.md)."""
 
 from __future__ import annotations
 

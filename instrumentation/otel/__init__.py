@@ -1,4 +1,5 @@
-"""OpenTelemetry for Esper: SDK setup, the event-to-OTel sink and the metrics (DESIGN §5).
+"""OpenTelemetry for Esper: SDK setup, the event-to-OTel sink and the metrics
+(docs/opentelemetry.md).
 
 `app/` imports only the OpenTelemetry API; everything that needs the SDK lives here.
 """

@@ -1,6 +1,6 @@
 """The OpenTelemetry sink: each domain event becomes a span event and metric updates.
 
-Span events (DESIGN §5, a contract): name `esper.<event type in lower case>` on the span
+Span events (docs/opentelemetry.md, a contract): name `esper.<event type in lower case>` on the span
 current when the event was emitted (the innermost `esper.*` span), timestamp = the
 event's own; attributes `esper.event.type`, `esper.event.id`, `esper.event.severity`,
 `esper.seed_id`, `esper.slot_id`, `esper.epoch`, `esper.message` (nulls omitted) and every
@@ -66,7 +66,7 @@ def timestamp_ns(moment: datetime) -> int:
 
 
 def event_attributes(event: TelemetryEvent) -> dict[str, AttributeValue]:
-    """The span-event attributes of DESIGN §5 for one event."""
+    """The span-event attributes of docs/opentelemetry.md for one event."""
     attributes: dict[str, AttributeValue] = {
         "esper.event.type": event.event_type.value,
         "esper.event.id": event.event_id,

@@ -1,6 +1,6 @@
-"""Esper's metrics (DESIGN §5, a contract for names and labels), fed by domain events.
+"""Esper's metrics (docs/opentelemetry.md, a contract for names and labels), fed by domain events.
 
-Cost on the training thread is what matters (DESIGN §7: one synchronous `Gauge.set` costs
+Cost on the training thread is what matters (one synchronous `Gauge.set` costs
 ~20 µs, so an event that set a dozen gauges would cost ~0.4 ms). So the event path only
 writes plain Python values into `MetricState` under a lock (well under a microsecond per
 field), and every gauge and counter is an *observable* instrument whose callback reads
@@ -221,7 +221,8 @@ class MetricState:
 
 
 class EsperInstruments:
-    """Creates the DESIGN §5 instruments on a meter; observable ones read a MetricState.
+    """Creates the instruments of docs/opentelemetry.md on a meter; observable ones read
+    a MetricState.
 
     `sink_errors` is read at collection time: the hub's failure counts by sink (every
     sink of the hub is reported, at zero until it fails) merged with export failures.

@@ -17,7 +17,7 @@
 - `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60000), `OTEL_BSP_*`, `OTEL_SPAN_*_LIMIT`,
   `OTEL_TRACES_SAMPLER`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: by the SDK.
 
-Never in the way of training (DESIGN §7): spans go through a BatchSpanProcessor (bounded
+Never in the way of training: spans go through a BatchSpanProcessor (bounded
 queue of OTEL_BSP_MAX_QUEUE_SIZE spans, 2048 by default, dropping the newest when full;
 export on its own thread), metrics through a PeriodicExportingMetricReader (own thread).
 Export failures are counted per exporter in `esper_telemetry_sink_errors_total` under
@@ -181,7 +181,7 @@ def _timeout_s(upper: str) -> float:
 
 
 def build_resource(run_id: str) -> Resource:
-    """The resource of DESIGN §5; OTEL_SERVICE_NAME or a service.name in
+    """The resource of docs/opentelemetry.md; OTEL_SERVICE_NAME or a service.name in
     OTEL_RESOURCE_ATTRIBUTES replaces the default service name, the run id is ours."""
     from_environment = OTELResourceDetector().detect().attributes
     service_name = from_environment.get("service.name") or DEFAULT_SERVICE_NAME
@@ -575,7 +575,7 @@ def _serve_prometheus(
         raise TelemetryConfigError(
             f"cannot serve Prometheus metrics on {address}:{port}: {error}"
         ) from None
-    # Scope labels off: the series carry exactly the labels of DESIGN §5's table.
+    # Scope labels off: the series carry exactly the labels of docs/opentelemetry.md's table.
     reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
     return server, registry, reader
 

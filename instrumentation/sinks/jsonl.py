@@ -1,4 +1,4 @@
-"""The JSONL event log, byte-compatible with the original system's `events.jsonl` (DESIGN §4).
+"""The JSONL event log, byte-compatible with the original system's `events.jsonl` (docs/events.md).
 
 Each run writes `<telemetry_dir>/telemetry_YYYY-MM-DD_HHMMSS/events.jsonl` (UTC), one
 strict-JSON object per line, keys in `RECORD_KEYS` order, then `trace_id` and `span_id`
@@ -58,7 +58,7 @@ def to_strict_json(value: object) -> Any:
     """Return value as plain JSON data with no NaN or Infinity left in it.
 
     Non-finite floats become the strings "NaN", "Infinity" and "-Infinity" (the log is
-    strict JSON, DESIGN §4). Numbers of other types (numpy scalars register as
+    strict JSON, docs/events.md). Numbers of other types (numpy scalars register as
     `numbers.Real`) become int or float; tuples become lists; dict keys become strings.
     Any other object is written as `str(obj)`: losing its type is better than losing
     the event, and the log stays readable.

@@ -1,5 +1,5 @@
 """The `esper` command line end to end: the event log it writes, its summary and progress
-bar, bad input, checkpoints, signals and determinism (DESIGN §4, §7)."""
+bar, bad input, checkpoints, signals and determinism (docs/events.md)."""
 
 from __future__ import annotations
 

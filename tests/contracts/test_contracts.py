@@ -1,5 +1,5 @@
 """The shared contracts: seed stages and transitions, action masks, event types, the event
-record (DESIGN §4) and telemetry-level filtering."""
+record (docs/events.md) and telemetry-level filtering."""
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ from app.contracts.stages import CULLABLE_STAGES, SeedStage, can_transition
 
 S = SeedStage
 
-# DESIGN §3: the main line, CULLED from TRAINING/BLENDING/SHADOWING/PROBATIONARY,
+# docs/training.md: the main line, CULLED from TRAINING/BLENDING/SHADOWING/PROBATIONARY,
 # CULLED -> EMBARGOED -> DORMANT.
-DESIGN_TRANSITIONS = {
+CONTRACT_TRANSITIONS = {
     (S.DORMANT, S.GERMINATED),
     (S.GERMINATED, S.TRAINING),
     (S.TRAINING, S.BLENDING),
@@ -48,12 +48,12 @@ DESIGN_TRANSITIONS = {
     (S.CULLED, S.EMBARGOED),
     (S.EMBARGOED, S.DORMANT),
 }
-# Beyond the DESIGN list: a GERMINATED seed is live (action_mask offers CULL for it), so it
+# Beyond the documented list: a GERMINATED seed is live (action_mask offers CULL for it), so it
 # may be culled before it starts training, as in the original Leyline table.
 EXTRA_TRANSITIONS = {(S.GERMINATED, S.CULLED)}
 LIVE_STAGES = {S.GERMINATED, S.TRAINING, S.BLENDING, S.SHADOWING, S.PROBATIONARY}
 
-DESIGN_EVENT_TYPES = [
+CONTRACT_EVENT_TYPES = [
     "SEED_GERMINATED",
     "SEED_STAGE_CHANGED",
     "SEED_FOSSILIZED",
@@ -83,13 +83,13 @@ DESIGN_EVENT_TYPES = [
 # ---------------------------------------------------------------- stages
 
 
-@pytest.mark.parametrize(("source", "target"), sorted(DESIGN_TRANSITIONS))
+@pytest.mark.parametrize(("source", "target"), sorted(CONTRACT_TRANSITIONS))
 def test_design_transitions_are_allowed(source: SeedStage, target: SeedStage) -> None:
     assert can_transition(source, target)
 
 
 def test_no_other_transition_is_allowed() -> None:
-    allowed = DESIGN_TRANSITIONS | EXTRA_TRANSITIONS
+    allowed = CONTRACT_TRANSITIONS | EXTRA_TRANSITIONS
     for source, target in itertools.product(SeedStage, SeedStage):
         assert can_transition(source, target) == ((source, target) in allowed), (
             source.name,
@@ -203,8 +203,8 @@ def test_only_wait_in_inactive_stages() -> None:
 
 
 def test_event_types_are_exactly_the_design_list() -> None:
-    assert len(DESIGN_EVENT_TYPES) == 23
-    assert [e.name for e in EventType] == DESIGN_EVENT_TYPES
+    assert len(CONTRACT_EVENT_TYPES) == 23
+    assert [e.name for e in EventType] == CONTRACT_EVENT_TYPES
     assert len(EventType) == 23
     for event_type in EventType:
         assert event_type.value == event_type.name

@@ -1,4 +1,4 @@
-"""SignalTracker: per-epoch signals and the stabilization latch (DESIGN §3).
+"""SignalTracker: per-epoch signals and the stabilization latch (docs/training.md).
 
 An epoch is stable when the relative val-loss improvement over the previous epoch is below
 `stabilization_threshold` and the loss did not spike (>= 1.5 x previous); after

@@ -141,7 +141,7 @@ def test_receivers_and_health_check_listen_on_all_interfaces(collector: dict[str
 
 
 def test_prometheus_exporter_keeps_the_design_metric_names(collector: dict[str, Any]) -> None:
-    # DESIGN §5 names (esper_events_total, esper_batch_duration_seconds, ...) need the unit
+    # The contract's names (esper_events_total, esper_batch_duration_seconds, ...) need the unit
     # and type suffixes, which are the exporter's default.
     exporter = collector["exporters"]["prometheus"]
     assert exporter.get("add_metric_suffixes", True) is True

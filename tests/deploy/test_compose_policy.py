@@ -1,4 +1,4 @@
-"""Compose policy (DESIGN §6): pinned images, loopback-only ports, startup order, volumes."""
+"""Compose policy: pinned images, loopback-only ports, startup order, volumes."""
 
 from __future__ import annotations
 

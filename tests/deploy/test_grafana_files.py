@@ -1,4 +1,4 @@
-"""Grafana provisioning (DESIGN §6): the data sources, the dashboard provider and the
+"""Grafana provisioning: the data sources, the dashboard provider and the
 dashboards, checked as files; no Grafana needed. Every query is executed against a real
 Prometheus by tests/e2e/test_grafana_queries.py."""
 
@@ -21,9 +21,9 @@ DATASOURCES = GRAFANA / "provisioning" / "datasources" / "datasources.yaml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dashboards.yaml"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 
-# Every Prometheus name a dashboard may query (DESIGN §5). Histograms are queried through
-# their _bucket, _count and _sum series.
-DESIGN_METRICS = frozenset(METRIC_TABLE)
+# Every Prometheus name a dashboard may query (docs/opentelemetry.md). Histograms are
+# queried through their _bucket, _count and _sum series.
+CONTRACT_METRICS = frozenset(METRIC_TABLE)
 HISTOGRAM_SERIES = re.compile(r"_(bucket|count|sum)$")
 METRIC_NAME = re.compile(r"\besper_[a-z0-9_]+")
 RUN_FILTER = 'run_id="$run_id"'
@@ -96,7 +96,7 @@ def test_the_data_sources_are_prometheus_by_default_and_jaeger_linked_both_ways(
     for query in to_metrics["queries"]:
         assert query["name"]
         assert "{$__tags}" in query["query"], query
-        assert metrics_in(query["query"]) <= DESIGN_METRICS, query
+        assert metrics_in(query["query"]) <= CONTRACT_METRICS, query
 
 
 def test_the_dashboard_provider_loads_the_mounted_directory_into_the_esper_folder() -> None:
@@ -148,8 +148,8 @@ def test_each_dashboard_selects_a_run_and_every_query_is_filtered_by_it(path: Pa
             assert selectors, where
             assert len(selectors) == len(METRIC_NAME.findall(expr)), where
             assert all(RUN_FILTER in selector for selector in selectors), where
-            unknown = metrics_in(expr) - DESIGN_METRICS
-            assert not unknown, f"{where}: not in DESIGN §5: {sorted(unknown)}"
+            unknown = metrics_in(expr) - CONTRACT_METRICS
+            assert not unknown, f"{where}: not in docs/opentelemetry.md: {sorted(unknown)}"
     assert targets
 
 
@@ -179,6 +179,6 @@ def test_ppo_health_draws_the_anomaly_thresholds_as_lines() -> None:
     assert metrics_in(variance["targets"][0]["expr"]) == {"esper_ppo_explained_variance"}
 
     queried = set().union(*(metrics_in(t["expr"]) for p in panels(dashboard) for t in p["targets"]))
-    assert queried == {name for name in DESIGN_METRICS if name.startswith("esper_ppo_")} - {
+    assert queried == {name for name in CONTRACT_METRICS if name.startswith("esper_ppo_")} - {
         "esper_ppo_update_duration_seconds"
     }

@@ -1,8 +1,8 @@
-"""A collector that is down or never answers costs training a bounded time (DESIGN §7,
-issue 3): with OTEL_EXPORTER_OTLP_ENDPOINT at a closed port or at a listener that accepts
-connections and never replies, over gRPC and over HTTP/protobuf, `esper train` exits 0,
-the JSONL log is complete, and the run takes at most the same run without an endpoint
-plus the shutdown bound of instrumentation/otel/setup.py plus slack."""
+"""A collector that is down or never answers costs training a bounded time: with
+OTEL_EXPORTER_OTLP_ENDPOINT at a closed port or at a listener that accepts connections and
+never replies, over gRPC and over HTTP/protobuf, `esper train` exits 0, the JSONL log is
+complete, and the run takes at most the same run without an endpoint plus the shutdown
+bound of instrumentation/otel/setup.py plus slack."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""A real Prometheus scrapes `esper train --prometheus-port`: every metric of DESIGN §5's
-table has a series with exactly the table's labels, read back through Prometheus's HTTP
-query API (issue 3, "Done means").
+"""A real Prometheus scrapes `esper train --prometheus-port`: every metric of the table in
+docs/opentelemetry.md has a series with exactly the table's labels, read back through
+Prometheus's HTTP query API.
 
 Needs the `prometheus` binary (Debian package `prometheus`; `.ci/run` installs it). Without
 it the test fails rather than skips, so that CI cannot pass without checking this.

@@ -1,7 +1,7 @@
 """SIGTERM during a run that exports over OTLP: the run exits 143 within the shutdown bound
 of instrumentation/otel/setup.py, and what the completed batch recorded (its `esper.batch`
 trace with the `esper.ppo.update` span and its event) and the metrics reached the collector
-(DESIGN §7: nothing is lost on SIGTERM)."""
+(nothing is lost on SIGTERM)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The event-to-attribute mapping of DESIGN §5 and the JSONL span-id provider."""
+"""The event-to-attribute mapping of docs/opentelemetry.md and the JSONL span-id provider."""
 
 from __future__ import annotations
 

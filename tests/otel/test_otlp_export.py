@@ -22,7 +22,7 @@ ANOMALY_EVENTS = {
     EventType.GRADIENT_PATHOLOGY_DETECTED,
     EventType.NUMERICAL_INSTABILITY_DETECTED,
 }
-# Where DESIGN §5 says each event lands: the name of the span holding it.
+# Where docs/opentelemetry.md says each event lands: the name of the span holding it.
 EPOCH_EVENTS = {
     EventType.SEED_GERMINATED,
     EventType.SEED_STAGE_CHANGED,
@@ -54,7 +54,7 @@ def spans_by_id(run: ExportedRun) -> dict[bytes, Any]:
 
 
 def expected_attributes(event: TelemetryEvent) -> dict[str, Any]:
-    """DESIGN §5's span-event attributes, computed independently of the adapter."""
+    """The span-event attributes of docs/opentelemetry.md, computed independently of the adapter."""
     expected: dict[str, Any] = {
         "esper.event.type": event.event_type.value,
         "esper.event.id": event.event_id,

@@ -1,6 +1,6 @@
 """`esper replay` end to end: the legacy log sent by the SDK's OTLP exporters (gRPC and
 HTTP) to an in-process receiver, with its original timestamps, the trace shape of
-DESIGN §5, metrics, corrupt lines, rotated sets and bad input."""
+docs/opentelemetry.md, metrics, corrupt lines, rotated sets and bad input."""
 
 from __future__ import annotations
 

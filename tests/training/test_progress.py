@@ -1,4 +1,4 @@
-"""ProgressDetector: plateau, improvement and degradation of batch-mean accuracy (DESIGN §3).
+"""ProgressDetector: plateau, improvement and degradation of batch-mean accuracy (docs/training.md).
 
 With the last 10 batch accuracies, once there are at least 6:
 smoothed_delta = mean(last 3) - mean(previous 3); |delta| < plateau -> PLATEAU_DETECTED,

@@ -1,4 +1,4 @@
-"""The vectorized training loop driven directly: the events it emits (DESIGN §4), batching,
+"""The vectorized training loop driven directly: the events it emits (docs/events.md), batching,
 governor rollbacks, telemetry escalation, determinism and checkpoints."""
 
 from __future__ import annotations
