@@ -8,10 +8,12 @@ and `esper.replay.parts` (how many). New children go under their parent's latest
 
 A trace holds at most `TraceLimits.trace_events` events and `trace_spans` spans, so that
 a log of tens of thousands of events without a single PPO update (one "batch") still
-gives traces Jaeger can show, and every trace fits in the BatchSpanProcessor's queue and
-in one OTLP request. When the next event would overflow a trace, or the `esper.batch`
-root itself is full, the batch continues in a new trace whose root is the next part of
-`esper.batch`; spans already open there are continued by parts in the new trace.
+gives traces Jaeger can show, every trace fits in the BatchSpanProcessor's queue (2048
+spans by default; replay flushes after each trace), and its OTLP requests stay near
+1 MB, below the 4 MiB a gRPC receiver accepts by default. When the next event would
+overflow a trace, or the `esper.batch` root itself is full, the batch continues in a new
+trace whose root is the next part of `esper.batch`; a span of the previous trace that
+gets more events continues in a new part in the new trace.
 
 Events keep their log order: a batch's traces cover consecutive runs of its events.
 """
@@ -30,7 +32,7 @@ from instrumentation.otel.metrics import BATCH_SPAN, EPISODE_SPAN, PART_ATTRIBUT
 
 EPOCH_SPAN = "esper.epoch"
 PARTS_ATTRIBUTE = "esper.replay.parts"
-# About 1 MB of typical events: one OTLP request, far below a collector's 4 MiB default.
+# About 1 MB of typical events (a seed-lifecycle line is about 260 bytes).
 TRACE_EVENTS = 4096
 # One export batch of the BatchSpanProcessor (512 by default), a quarter of its queue.
 TRACE_SPANS = 512
