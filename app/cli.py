@@ -162,9 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send EVENTS.jsonl (and its rotated EVENTS.jsonl.N beside it, oldest "
         "first) to the OTLP endpoint of the OTEL_* variables as traces and metrics, "
         "to look at an old run in Jaeger.",
-        epilog="exit status: 0 when every event was replayed and exported; 1 when corrupt "
-        "lines were skipped (each is reported) or the export did not finish in time; "
-        "2 when the log is missing or unreadable or no exporter is configured.",
+        epilog="exit status: 0 when every event was replayed and exported; 1 when corrupt, "
+        "over-long or too deeply nested lines were skipped (each is reported), an event "
+        "was not recorded on a span, or the export did not finish in time; 2 when the log "
+        "is missing, unreadable or not a regular file, or no exporter is configured.",
     )
     replay.add_argument("events", type=Path, metavar="EVENTS.jsonl")
     replay.add_argument(

@@ -8,6 +8,16 @@ bare NaN/Infinity tokens, which a non-strict writer may have produced, read as f
 `trace_id` and `span_id` are not part of an event; `read_logged_events` keeps them beside
 it for replay, `read_events` drops them.
 
+Limits, so that a corrupt or hostile file costs bounded memory and time: a line holds at
+most `MAX_LINE_BYTES` bytes (a DEBUG PPO_UPDATE_COMPLETED with per-layer statistics, the
+longest line this project writes, is a few KB) and nests objects and arrays at most
+`MAX_DEPTH` levels deep (events nest 4: line, data, layer, statistic). A longer or deeper
+line is reported and skipped like any corrupt line; an over-long one is skipped in chunks,
+never held in memory whole. The depth is checked before parsing, so neither the JSON
+parser nor any later recursive walk of the data (strict-JSON conversion, attribute
+flattening) can reach Python's recursion limit. Only regular files are read: a FIFO would
+block and a device such as /dev/zero never end, so `open_log` refuses them.
+
 A log may be a rotated set (`JsonlSink(max_bytes=...)`, or logrotate): `log_files` is the one
 place that knows its order, and `read_log_set` / `read_logged_log_set` read the whole set
 as one log. When rotation kept a bounded number of files, the set starts with the oldest
@@ -19,16 +29,36 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from app.contracts.events import TelemetryEvent
 
 _log = logging.getLogger(__name__)
 
 _ROTATED = re.compile(r"\.(\d+)")
+
+MAX_LINE_BYTES = 1 << 20  # 1 MiB, newline excluded
+MAX_DEPTH = 64
+_SKIP_CHUNK_BYTES = 1 << 20
+# What decides nesting: quotes, escapes (which may hide a quote) and brackets.
+_STRUCTURE = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class NotRegularFileError(OSError):
+    """The path names a directory, device, FIFO or socket, not a log file."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +103,11 @@ def read_logged_events(
 ) -> Iterator[LoggedEvent]:
     """Like `read_events`, with each line's `trace_id` and `span_id` (None when absent or
     not strings)."""
-    with path.open("rb") as lines:
-        for line_number, raw in enumerate(lines, start=1):
+    with open_log(path) as file:
+        for line_number, raw in enumerate(_lines(file), start=1):
+            if isinstance(raw, _OverLong):
+                on_error(LogLineError(path, line_number, str(raw)))
+                continue
             if not raw.strip():
                 continue
             try:
@@ -83,6 +116,55 @@ def read_logged_events(
                 on_error(LogLineError(path, line_number, str(exc)))
                 continue
             yield logged
+
+
+def open_log(path: Path) -> BinaryIO:
+    """path opened for binary reading; NotRegularFileError (an OSError) unless it is a
+    regular file (or a link to one).
+
+    Opened non-blocking, so that a FIFO without a writer is refused rather than waited
+    for; the flag does nothing to a regular file.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+            raise NotRegularFileError(f"not a regular file: {kind}")
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+@dataclass(frozen=True)
+class _OverLong:
+    """A line over MAX_LINE_BYTES, skipped: only its length is kept."""
+
+    length: int
+
+    def __str__(self) -> str:
+        return f"line of {self.length} bytes is over the {MAX_LINE_BYTES}-byte limit"
+
+
+def _lines(file: BinaryIO) -> Iterator[bytes | _OverLong]:
+    """Each line of file, in memory bounded by MAX_LINE_BYTES whatever the file holds."""
+    while line := file.readline(MAX_LINE_BYTES + 1):
+        if line.endswith(b"\n") or len(line) <= MAX_LINE_BYTES:
+            yield line
+        else:
+            yield _OverLong(len(line) + _skip_line(file))
+
+
+def _skip_line(file: BinaryIO) -> int:
+    """Read past the rest of the current line, a chunk at a time; its length, newline
+    excluded."""
+    skipped = 0
+    while chunk := file.readline(_SKIP_CHUNK_BYTES):
+        if chunk.endswith(b"\n"):
+            return skipped + len(chunk) - 1
+        skipped += len(chunk)
+    return skipped
 
 
 def log_files(path: Path) -> list[Path]:
@@ -121,11 +203,17 @@ def read_logged_log_set(
 
 def _parse(raw: bytes) -> LoggedEvent:
     try:
-        record = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+        # utf-8-sig: a byte order mark is skipped, as json.loads would for bytes.
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"invalid UTF-8: {exc.reason}") from None
+    _check_depth(text)
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an integer over Python's digit limit
+        raise ValueError(f"invalid JSON: {exc}") from None
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     try:
@@ -133,6 +221,31 @@ def _parse(raw: bytes) -> LoggedEvent:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"invalid event: {exc}") from None
     return LoggedEvent(event, _text(record.get("trace_id")), _text(record.get("span_id")))
+
+
+def _check_depth(text: str) -> None:
+    """ValueError if text nests arrays and objects deeper than MAX_DEPTH (outside strings).
+
+    Exact for valid JSON; for invalid JSON it agrees with the parser up to the first
+    error, which the parser reports before going any deeper.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    in_string = False
+    for match in _STRUCTURE.finditer(text):
+        token = match[0]
+        if token == '"':
+            in_string = not in_string
+        elif in_string or len(token) > 1:
+            continue
+        elif token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                column = match.start() + 1
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels at column {column}")
+        else:
+            depth -= 1
 
 
 def _text(value: object) -> str | None:

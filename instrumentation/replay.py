@@ -16,9 +16,15 @@ are rebuilt from the events:
   `esper.epoch` span when the event has an `epoch`; PPO_UPDATE_COMPLETED and the anomaly
   events go on `esper.ppo.update`; everything else on `esper.batch`. The original
   system's seed-lifecycle events carry no epoch, so they land on the episode span.
+- no span holds more events than the SDK keeps (its span-event limit,
+  OTEL_SPAN_EVENT_COUNT_LIMIT): a full span continues in a sibling part, and a batch too
+  large for one trace continues in further traces, each linked to the part before
+  (`replay_plan.py`). Every event is recorded on a span; the summary counts what the SDK
+  actually kept, and says so (exit 1) if an event was ever dropped or sampled out.
 - a span starts at its first event and ends at its last (children included), so span
   durations are the spread of the logged events, not the original work's duration; the
-  batch and update duration histograms (measured from spans) inherit that.
+  batch and update duration histograms (measured from spans, first parts only) inherit
+  that.
 
 Span events and metrics are the live sink's own (`OpenTelemetrySink.emit` with the
 replayed span current): the exact names and attributes of docs/opentelemetry.md, event
@@ -40,47 +46,42 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeGuard
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import Link, Span
 from opentelemetry.util.types import AttributeValue
 
 import app
 from app.contracts.events import EventType, TelemetryEvent
-from instrumentation.jsonl_reader import LoggedEvent, LogLineError, read_logged_events
+from instrumentation.jsonl_reader import LoggedEvent, LogLineError, open_log, read_logged_events
 from instrumentation.jsonl_reader import log_files as log_files  # re-exported for the CLI
 from instrumentation.otel.adapter import OpenTelemetrySink, timestamp_ns
-from instrumentation.otel.metrics import BATCH_SPAN, EPISODE_SPAN, UPDATE_SPAN
+from instrumentation.otel.metrics import PART_ATTRIBUTE
 from instrumentation.otel.setup import (
     TRACES_SINK,
     OpenTelemetrySession,
     SignalExport,
     sdk_disabled,
 )
+from instrumentation.replay_plan import (
+    PlannedSpan,
+    TraceLimits,
+    TracePlan,
+    plan_batch,
+)
 
 _log = logging.getLogger(__name__)
 
 RUN_SPAN = "esper.run"
-EPOCH_SPAN = "esper.epoch"
 RUN_FILE = "run.json"
 STANDARD_LOG_NAME = "events.jsonl"
 FLUSH_TIMEOUT_MS = 10_000
 
-UPDATE_EVENTS = frozenset(
-    {
-        EventType.PPO_UPDATE_COMPLETED,
-        EventType.RATIO_EXPLOSION_DETECTED,
-        EventType.RATIO_COLLAPSE_DETECTED,
-        EventType.VALUE_COLLAPSE_DETECTED,
-        EventType.GRADIENT_PATHOLOGY_DETECTED,
-        EventType.NUMERICAL_INSTABILITY_DETECTED,
-    }
-)
 PROGRESS_EVENTS = frozenset(
     {
         EventType.PLATEAU_DETECTED,
@@ -95,13 +96,14 @@ class ReplayInputError(Exception):
 
 
 def check_readable(paths: Iterable[Path]) -> None:
-    """Fail before any export if one of the files is missing or cannot be opened."""
+    """Fail before any export if one of the files is missing, cannot be opened, or is
+    not a regular file (a FIFO, a device such as /dev/zero, a directory)."""
     for path in paths:
         try:
-            with path.open("rb"):
+            with open_log(path):
                 pass
         except OSError as error:
-            reason = error.strerror or type(error).__name__
+            reason = error.strerror or str(error)
             raise ReplayInputError(f"cannot read event log {path}: {reason}") from None
 
 
@@ -158,85 +160,25 @@ def _reports_on(event: TelemetryEvent, update: TelemetryEvent) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class SpanKey:
-    """Which replayed span of a batch an event belongs on."""
-
-    name: str
-    env_id: int | str | None = None
-    epoch: int | None = None
-
-    @property
-    def parent(self) -> SpanKey | None:
-        if self.name == EPOCH_SPAN:
-            return SpanKey(EPISODE_SPAN, self.env_id)
-        return None if self.name == BATCH_SPAN else BATCH_KEY
-
-    def attributes(self) -> dict[str, AttributeValue]:
-        attributes: dict[str, AttributeValue] = {}
-        if self.env_id is not None:
-            attributes["esper.env_id"] = self.env_id
-        if self.epoch is not None:
-            attributes["esper.epoch"] = self.epoch
-        return attributes
-
-
-BATCH_KEY = SpanKey(BATCH_SPAN)
-UPDATE_KEY = SpanKey(UPDATE_SPAN)
-
-
-def span_key(event: TelemetryEvent) -> SpanKey:
-    if event.event_type in UPDATE_EVENTS:
-        return UPDATE_KEY
-    env_id = event.data.get("env_id")
-    if isinstance(env_id, bool) or not isinstance(env_id, int | str):
-        return BATCH_KEY
-    if event.epoch is None:
-        return SpanKey(EPISODE_SPAN, env_id)
-    return SpanKey(EPOCH_SPAN, env_id, event.epoch)
-
-
-@dataclass
-class SpanPlan:
-    """What a replayed span needs before it starts: its time range (its own events and
-    its children's) and the original ids of the first event placed directly on it."""
-
-    start_ns: int
-    end_ns: int
-    original: dict[str, AttributeValue] = field(default_factory=dict)
-
-    def include(self, moment_ns: int) -> None:
-        self.start_ns = min(self.start_ns, moment_ns)
-        self.end_ns = max(self.end_ns, moment_ns)
-
-
-def plan_spans(batch: Iterable[LoggedEvent]) -> dict[SpanKey, SpanPlan]:
-    plans: dict[SpanKey, SpanPlan] = {}
-    for logged in batch:
-        moment = timestamp_ns(logged.event.timestamp)
-        direct = span_key(logged.event)
-        key: SpanKey | None = direct
-        while key is not None:
-            plans.setdefault(key, SpanPlan(moment, moment)).include(moment)
-            key = key.parent
-        plan = plans[direct]
-        if not plan.original and logged.trace_id and logged.span_id:
-            plan.original = {
-                "esper.original_trace_id": logged.trace_id,
-                "esper.original_span_id": logged.span_id,
-            }
-    return plans
-
-
 @dataclass
 class ReplayCounts:
-    """What the summary reports."""
+    """What the summary reports. `events` counts only events recorded on a span: those
+    the SDK dropped anyway (over its span-event limit) or that went on a span the
+    sampler did not record are counted apart."""
 
     run_id: str
     files: int
     events: int = 0
     skipped: int = 0
+    dropped: int = 0
+    unsampled: int = 0
     traces: int = 0
+    batches: int = 0
+    split_spans: int = 0
+
+    @property
+    def lost(self) -> int:
+        return self.dropped + self.unsampled
 
 
 class LogReplayer:
@@ -253,6 +195,7 @@ class LogReplayer:
         if session.tracer_provider is None or session.sink is None:
             raise ReplayInputError("OpenTelemetry is disabled: nothing to replay to")
         self._provider: TracerProvider = session.tracer_provider
+        self._limits = _trace_limits(self._provider)
         self._sink: OpenTelemetrySink = session.sink
         self._session = session
         self._tracer = self._provider.get_tracer("esper.replay", app.__version__)
@@ -313,43 +256,65 @@ class LogReplayer:
         return attributes
 
     def _replay_batch(self, batch: list[LoggedEvent]) -> None:
-        link = self._run_span_link(batch[0].event)
-        plans = plan_spans(batch)
-        root = self._tracer.start_span(
-            BATCH_SPAN,
-            context=Context(),
-            links=[link],
-            attributes={**self._batch_attributes(batch), **plans[BATCH_KEY].original},
-            start_time=plans[BATCH_KEY].start_ns,
+        links = [self._run_span_link(batch[0].event)]
+        attributes = self._batch_attributes(batch)
+        plans = plan_batch(batch, self._limits)
+        for plan in plans:
+            root = self._replay_trace(plan, attributes, links)
+            # A later part of the batch also links to the part before it.
+            links = [links[0], Link(root.get_span_context())]
+        self.counts.batches += 1
+        self.counts.split_spans += sum(
+            span.parts > 1 and span.part == 1 for plan in plans for span in plan.spans
         )
-        spans: dict[SpanKey, Span] = {BATCH_KEY: root}
-        for logged in batch:
-            span = self._span(span_key(logged.event), plans, spans)
+
+    def _replay_trace(
+        self, plan: TracePlan, batch_attributes: dict[str, AttributeValue], links: list[Link]
+    ) -> Span:
+        """Start the trace's spans, emit its events on them, end them; its root span."""
+        spans = self._start_spans(plan, batch_attributes, links)
+        emitted = 0
+        for logged, planned in plan.events:
+            span = spans[planned]
+            if span.is_recording():
+                emitted += 1
+            else:
+                self.counts.unsampled += 1
             with trace.use_span(span, end_on_exit=False):
                 self._sink.emit(logged.event)
-            self.counts.events += 1
-        # Children were opened after their parents: end them first.
-        for key, span in reversed(spans.items()):
-            span.end(end_time=plans[key].end_ns)
+        # Children were started after their parents: end them first.
+        for planned, span in reversed(spans.items()):
+            span.end(end_time=planned.end_ns)
+        # What the SDK kept is what counts; the plan should leave it nothing to drop.
+        dropped = sum(
+            span.dropped_events for span in spans.values() if isinstance(span, ReadableSpan)
+        )
+        self.counts.dropped += dropped
+        self.counts.events += emitted - dropped
         self.counts.traces += 1
         self._flush()
+        return spans[plan.root]
 
-    def _span(
-        self, key: SpanKey, plans: dict[SpanKey, SpanPlan], spans: dict[SpanKey, Span]
-    ) -> Span:
-        """The open span for key, opened (with its parents) at its first event's time."""
-        if key in spans:
-            return spans[key]
-        parent = key.parent
-        assert parent is not None, "the batch span is opened first"
-        span = self._tracer.start_span(
-            key.name,
-            context=trace.set_span_in_context(self._span(parent, plans, spans)),
-            attributes={**key.attributes(), **plans[key].original},
-            start_time=plans[key].start_ns,
-        )
-        spans[key] = span
-        return span
+    def _start_spans(
+        self, plan: TracePlan, batch_attributes: dict[str, AttributeValue], links: list[Link]
+    ) -> dict[PlannedSpan, Span]:
+        """The trace's spans, started parents first; only the root has links."""
+        spans: dict[PlannedSpan, Span] = {}
+        for planned in plan.spans:
+            attributes = planned.attributes()
+            if planned.parent is None:
+                context, own_links = Context(), links
+                attributes = {**batch_attributes, **attributes}
+            else:
+                context, own_links = trace.set_span_in_context(spans[planned.parent]), []
+            spans[planned] = self._tracer.start_span(
+                planned.key.name,
+                context=context,
+                links=own_links,
+                attributes=attributes,
+                start_time=planned.start_ns,
+            )
+        return spans
 
     def _flush(self) -> None:
         """Wait for this trace's export while exports succeed (module docstring)."""
@@ -358,9 +323,11 @@ class LogReplayer:
             self._wait_for_export = not self._session.sink_errors().get(TRACES_SINK, 0)
 
     def exit_code(self, export_finished: bool) -> int:
-        """0 when every line and span got out; 1 when lines were skipped or the export
-        did not finish within the shutdown bound."""
-        return 0 if self.counts.skipped == 0 and export_finished else 1
+        """0 when every line was recorded on a span and exported; 1 when lines were
+        skipped, events were not recorded, or the export did not finish within the
+        shutdown bound."""
+        complete = self.counts.skipped == 0 and self.counts.lost == 0
+        return 0 if complete and export_finished else 1
 
     def summary(self, status: str, export_finished: bool, bound_s: float) -> str:
         """The closing report; call it after the session's shutdown, so that the export
@@ -376,7 +343,9 @@ class LogReplayer:
             f"  run id:    {counts.run_id}",
             f"  events:    {counts.events} replayed from {counts.files} file(s), "
             f"{counts.skipped} line(s) skipped",
-            f"  traces:    {counts.traces} batch trace(s), each linked to the esper.run span",
+            f"  traces:    {counts.traces} trace(s) for {counts.batches} batch(es), "
+            "each linked to the esper.run span",
+            *self._loss_lines(),
             f"  export:    {export}",
         ]
         errors = {sink: n for sink, n in self._session.sink_errors().items() if n}
@@ -384,6 +353,36 @@ class LogReplayer:
             lines.append(f"  lost in failed exports: {errors}")
         lines.append(f"  in Jaeger: tag esper.run_id={counts.run_id}")
         return "\n".join(lines)
+
+    def _loss_lines(self) -> list[str]:
+        counts = self.counts
+        lines = []
+        if counts.split_spans:
+            lines.append(
+                f"  spans:     {counts.split_spans} span(s) continued in parts of at most "
+                f"{self._limits.span_events} events ({PART_ATTRIBUTE})"
+            )
+        if counts.dropped:
+            lines.append(
+                f"  dropped:   {counts.dropped} event(s) over the span event limit, not recorded"
+            )
+        if counts.unsampled:
+            lines.append(
+                f"  unsampled: {counts.unsampled} event(s) on spans the sampler did not "
+                "record (OTEL_TRACES_SAMPLER)"
+            )
+        return lines
+
+
+def _trace_limits(provider: TracerProvider) -> TraceLimits:
+    """The provider's span-event limit (OTEL_SPAN_EVENT_COUNT_LIMIT, else the SDK's
+    default); the SDK offers no public accessor for the limits it enforces."""
+    span_events = provider._span_limits.max_events
+    if span_events == 0:
+        raise ReplayInputError(
+            "OTEL_SPAN_EVENT_COUNT_LIMIT=0: a span can hold no event, nothing would be replayed"
+        )
+    return TraceLimits(span_events)
 
 
 def _is_int(value: object) -> TypeGuard[int]:

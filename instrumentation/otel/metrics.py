@@ -96,6 +96,8 @@ _DORMANT = SeedStage.DORMANT.name
 BATCH_SPAN = "esper.batch"
 EPISODE_SPAN = "esper.episode"
 UPDATE_SPAN = "esper.ppo.update"
+# Set by `esper replay` on each part of a span it had to split (replay_plan.py).
+PART_ATTRIBUTE = "esper.replay.part"
 
 # Export failures by sink label, e.g. {"otlp_traces": 3}; see setup.py.
 SinkErrorSource = Callable[[], Mapping[str, int]]
@@ -382,6 +384,8 @@ class SpanMetricsProcessor(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
+        if span.attributes is not None and span.attributes.get(PART_ATTRIBUTE, 1) != 1:
+            return  # a replayed span's later part: the span is counted once, at its first
         name = span.name
         if name == EPISODE_SPAN:
             self._metrics.state.count_episode()

@@ -1,8 +1,9 @@
-"""A collector that is down or never answers costs training a bounded time: with
-OTEL_EXPORTER_OTLP_ENDPOINT at a closed port or at a listener that accepts connections and
-never replies, over gRPC and over HTTP/protobuf, `esper train` exits 0, the JSONL log is
-complete, and the run takes at most the same run without an endpoint plus the shutdown
-bound of instrumentation/otel/setup.py plus slack."""
+"""A collector that is down or never answers costs training a bounded time:
+with OTEL_EXPORTER_OTLP_ENDPOINT at a closed port or at a listener that accepts
+connections and never replies, over gRPC and over HTTP/protobuf, `esper train` exits 0,
+the JSONL log is complete, and the run takes at most the shutdown bound of
+instrumentation/otel/setup.py more than the same run without an endpoint, allowing for
+load (see `test_training_finishes_with_a_complete_log_within_the_bound`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from instrumentation.otel import DEFAULT_SHUTDOWN_TIMEOUT_S
 # 2 batches of 2 envs; each episode runs 6 epochs.
 ARGS = (*SHORT_RUN, "--episodes", "4")
 UPDATES, EPOCHS = 2, 2 * 6 * 2
-# Room for a loaded 2-core machine: interpreter exit, gRPC channel teardown, timing noise.
+# The training part of a run slows down with the machine's load, the shutdown bound
+# (wall-clock) does not: the baseline may have run on a quieter machine than the run.
+LOAD_FACTOR = 2.0
+# Interpreter exit, gRPC channel teardown, timing noise.
 SLACK_S = 5.0
 
 
@@ -79,6 +83,18 @@ def test_training_finishes_with_a_complete_log_within_the_bound(
     collector: str,
     protocol: str,
 ) -> None:
+    """The bound is LOAD_FACTOR x the baseline + the shutdown bound + SLACK_S.
+
+    A dead collector may cost the run its shutdown bound, no more: the final flush waits
+    for the collector only as long as the bound allows. The rest of the run (start-up,
+    training) is CPU work that slows down with the machine's load, and the baseline,
+    measured once for the module, may have met less load than this run; so the bound
+    allows twice the baseline's time for it. What the bound still catches is a run that
+    waits for the collector beyond the shutdown bound by more than a baseline: the
+    training loop blocked on exports (each costs the 5 s export timeout), a final flush
+    without a deadline against a listener that never answers (it never returns), or
+    exporter retries that are not cut off by the bound.
+    """
     endpoint = (
         black_hole.endpoint if collector == "never-answers" else (f"http://127.0.0.1:{free_port()}")
     )
@@ -91,8 +107,9 @@ def test_training_finishes_with_a_complete_log_within_the_bound(
         f"{collector} {protocol}: {run.wall_s:.1f}s, baseline {baseline.wall_s:.1f}s, "
         f"extra {extra_s:.1f}s"
     )
-    bound_s = baseline.wall_s + DEFAULT_SHUTDOWN_TIMEOUT_S + SLACK_S
+    bound_s = LOAD_FACTOR * baseline.wall_s + DEFAULT_SHUTDOWN_TIMEOUT_S + SLACK_S
     assert run.wall_s <= bound_s, (
-        f"{run.wall_s:.1f}s > {bound_s:.1f}s (baseline {baseline.wall_s:.1f}s + "
-        f"{DEFAULT_SHUTDOWN_TIMEOUT_S}s shutdown bound + {SLACK_S}s)\n{run.stderr}"
+        f"{run.wall_s:.1f}s > {bound_s:.1f}s ({LOAD_FACTOR:g} x baseline "
+        f"{baseline.wall_s:.1f}s + {DEFAULT_SHUTDOWN_TIMEOUT_S:g}s shutdown bound + "
+        f"{SLACK_S:g}s)\n{run.stderr}"
     )

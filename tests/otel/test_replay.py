@@ -4,25 +4,20 @@ docs/opentelemetry.md, metrics, corrupt lines, rotated sets and bad input."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import redirect_stderr
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from otel_runs import PROTOCOLS, clear_otel_environment
-from receivers import GrpcReceiver, HttpReceiver, Received, attributes_of
+from otel_runs import PROTOCOLS
+from receivers import attributes_of
+from replay_runs import Replayed, original_ns, records, replay
 
 from app.cli import main
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.jsonl_reader import LoggedEvent
-from instrumentation.otel.adapter import timestamp_ns
 from instrumentation.replay import batches, log_files, run_id_for
 
 UPDATE_EVENTS = {
@@ -33,48 +28,6 @@ UPDATE_EVENTS = {
     "GRADIENT_PATHOLOGY_DETECTED",
     "NUMERICAL_INSTABILITY_DETECTED",
 }
-
-
-@dataclass
-class Replayed:
-    code: int
-    stderr: str
-    received: Received
-
-    def spans(self, name: str | None = None) -> list[Span]:
-        return [span for span in self.received.spans() if name in (None, span.name)]
-
-    def span_events(self) -> dict[str, tuple[Span, Any]]:
-        """Every exported span event by its esper.event.id, with the span holding it."""
-        found = {}
-        for span in self.spans():
-            for event in span.events:
-                found[attributes_of(event.attributes)["esper.event.id"]] = (span, event)
-        return found
-
-
-def replay(protocol: str, args: Sequence[str]) -> Replayed:
-    """`esper replay ARGS` in this process, exporting to a fresh receiver."""
-    receiver: GrpcReceiver | HttpReceiver = (
-        GrpcReceiver() if protocol == "grpc" else HttpReceiver()
-    ).start()
-    try:
-        with pytest.MonkeyPatch.context() as monkeypatch, redirect_stderr(io.StringIO()) as err:
-            clear_otel_environment(monkeypatch)
-            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
-            monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-            code = main(["replay", *args])
-        return Replayed(code, err.getvalue(), receiver)
-    finally:
-        receiver.stop()
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def original_ns(record: dict[str, Any]) -> int:
-    return timestamp_ns(datetime.fromisoformat(record["timestamp"]))
 
 
 @pytest.fixture(scope="module", params=PROTOCOLS)
