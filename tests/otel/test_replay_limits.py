@@ -127,7 +127,7 @@ def test_a_small_span_event_limit_from_the_environment_is_honoured(legacy_log: P
     assert_within_limits(replayed, 5)
     assert_parts_are_siblings(replayed)
     assert "continued in parts of at most 5 events (esper.replay.part)" in replayed.stderr
-    # Still the span of DESIGN §5, part or not.
+    # Still the span docs/opentelemetry.md names, part or not.
     exported = replayed.span_events()
     for record in records(legacy_log):
         span, _ = exported[record["event_id"]]
