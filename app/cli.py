@@ -304,8 +304,9 @@ class StopRequest:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    # Past a file size limit (ulimit -f) the kernel's default for SIGXFSZ kills the process;
-    # ignored, the write fails with EFBIG instead, and the event log counts what it lost.
+    # Past a file size limit (ulimit -f) the kernel's default for SIGXFSZ kills the process.
+    # CPython ignores it at startup, but not when embedded without its signal handlers; so
+    # here too: a write past the limit then fails with EFBIG, which the event log counts.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if args.show_config:
         # The configuration alone: no device, dataset or checkpoint is touched.
