@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -36,6 +35,7 @@ from app.training.overrides import (
 )
 from app.training.progress import ProgressThresholds
 from app.training.vectorized import VectorizedTrainer
+from instrumentation.event_log import TelemetryDirError, log_loss_lines, start_event_log
 from instrumentation.hub import TelemetryHub, installed
 from instrumentation.jsonl_reader import LogLineError
 from instrumentation.otel import (
@@ -53,9 +53,11 @@ from instrumentation.replay import (
     log_files,
     run_id_for,
 )
-from instrumentation.sinks import ConsoleSink, JsonlSink, TelemetrySink
+from instrumentation.sinks import ConsoleSink, TelemetrySink
 
 USAGE_ERROR = 2
+# Training ran to its end (or its stop) but output it was asked to write is incomplete.
+INCOMPLETE_OUTPUT = 3
 tracer = trace.get_tracer("esper.cli")
 
 
@@ -303,6 +305,10 @@ class StopRequest:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    # Past a file size limit (ulimit -f) the kernel's default for SIGXFSZ kills the process.
+    # CPython ignores it at startup, but not when embedded without its signal handlers; so
+    # here too: a write past the limit then fails with EFBIG, which the event log counts.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if args.show_config:
         # The configuration alone: no device, dataset or checkpoint is touched.
         print(show_config(_resolve(args)))
@@ -361,15 +367,15 @@ def _run(
         except CheckpointError as error:
             raise UsageError(str(error)) from None
     try:
-        jsonl = JsonlSink(
+        jsonl = start_event_log(
             args.telemetry_dir,
+            {"run_id": run_id, "config": asdict(config)},
             context_provider=current_span_ids,
             max_bytes=args.telemetry_max_bytes,
             keep=args.telemetry_keep,
         )
-    except OSError as error:
-        raise UsageError(f"cannot write telemetry to {args.telemetry_dir}: {error}") from None
-    _write_run_file(jsonl.path.parent / "run.json", run_id, config)
+    except TelemetryDirError as error:
+        raise UsageError(str(error)) from None
     # The log first: an interrupt landing between two sinks must not leave out of the log
     # an event the console already showed.
     sinks: list[TelemetrySink] = [jsonl, ConsoleSink(verbose=args.verbose)]
@@ -404,7 +410,7 @@ def _run(
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
         _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s)
-    return exit_code
+    return INCOMPLETE_OUTPUT if exit_code == 0 and jsonl.dropped else exit_code
 
 
 def _start(config: RunConfig, dataset: Dataset, run_id: str) -> VectorizedTrainer:
@@ -452,12 +458,6 @@ def _span_attributes(config: RunConfig) -> dict[str, str | int | float | bool]:
     return flat
 
 
-def _write_run_file(path: Path, run_id: str, config: RunConfig) -> None:
-    """The run's id and configuration beside its event log, for later tools."""
-    record = {"run_id": run_id, "config": asdict(config)}
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-
-
 def _print_summary(
     status: str,
     run_id: str,
@@ -481,6 +481,7 @@ def _print_summary(
         f"  checks:    {_checks(trainer)}",
         f"  event log: {log_path}",
     ]
+    lines += log_loss_lines(hub.sinks)
     errors = {name: count for name, count in hub.sink_errors.items() if count}
     if errors:
         lines.append(f"  sink errors: {errors}")

@@ -2,7 +2,8 @@
 
 Installed as the handler behind `app.telemetry.emit`. Telemetry must never break
 training, so an exception raised by a sink is caught here, counted per sink (exported
-later as `esper_telemetry_sink_errors_total`) and logged without flooding the log.
+later as `esper_telemetry_sink_errors_total`, together with what a sink dropped on its
+own) and logged without flooding the log.
 """
 
 from __future__ import annotations
@@ -58,9 +59,16 @@ class TelemetryHub:
 
     @property
     def sink_errors(self) -> Mapping[str, int]:
-        """A read-only snapshot of how many calls failed in each sink, by sink name."""
+        """A read-only snapshot, by sink name, of how many calls failed in each sink plus
+        the items each sink dropped on its own without raising (its `dropped` count, when
+        it has one: the JSONL sink's lines lost to a full disk)."""
         with self._lock:
-            return MappingProxyType(dict(self._sink_errors))
+            errors = Counter(self._sink_errors)
+            for sink in self._sinks:
+                dropped = getattr(sink, "dropped", 0)
+                if isinstance(dropped, int) and dropped > 0:
+                    errors[sink.name] += dropped
+            return MappingProxyType(dict(errors))
 
     def add_sink(self, sink: TelemetrySink) -> None:
         with self._lock:

@@ -11,7 +11,9 @@ class TelemetrySink(Protocol):
     """One destination for domain events; the hub isolates each sink's failures.
 
     Kept this small so that a new output (an OTel adapter, a test recorder) needs no base
-    class: any object with these members can be handed to the hub.
+    class: any object with these members can be handed to the hub. A sink that loses
+    items without raising (the JSONL log on a full disk) counts them in an int attribute
+    `dropped`, which the hub adds to its sink errors.
     """
 
     @property

@@ -10,6 +10,10 @@ kept. Rotation happens between lines, never inside one, so every file is strict 
 its own, and `instrumentation.jsonl_reader.read_log_set` reads the set back in order. With
 `keep` bounded, the oldest lines are deliberately dropped once more than `keep` rotated
 files would exist: that is the point of the bound, and the price of it.
+
+A full disk (or a file size limit) never tears a line: lines the disk refuses wait in
+memory, bounded, and are written once space comes back; those that cannot wait are
+counted in `JsonlSink.dropped` (see `instrumentation.sinks.line_log`).
 """
 
 from __future__ import annotations
@@ -17,41 +21,24 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from app.contracts.events import TelemetryEvent
+from instrumentation.sinks.line_log import (
+    DEFAULT_MAX_PENDING_BYTES,
+    DEFAULT_MAX_PENDING_LINES,
+    LineLog,
+    check_options,
+)
+from instrumentation.sinks.run_directory import create_run_directory
 
 # Returns the lowercase hex (trace_id, span_id) of the span recording now, or None.
 SpanIdsProvider = Callable[[], tuple[str, str] | None]
 
 EVENTS_FILE_NAME = "events.jsonl"
-
-# Large enough that the byte buffer never fills before `buffer_events` lines do, so the
-# file grows only when the sink asks it to.
-_WRITE_BUFFER_BYTES = 1 << 20
-
-
-def create_run_directory(telemetry_dir: Path, started: datetime) -> Path:
-    """Create and return a fresh `telemetry_<UTC time>` directory under telemetry_dir.
-
-    Two runs started in the same second get `_1`, `_2`... suffixes instead of sharing a
-    directory; `mkdir` without exist_ok makes the choice safe between processes too.
-    """
-    telemetry_dir.mkdir(parents=True, exist_ok=True)
-    base = f"telemetry_{started.astimezone(UTC):%Y-%m-%d_%H%M%S}"
-    suffix = 0
-    while True:
-        candidate = telemetry_dir / (base if suffix == 0 else f"{base}_{suffix}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            suffix += 1
-        else:
-            return candidate
 
 
 def to_strict_json(value: object) -> Any:
@@ -90,18 +77,22 @@ def _non_finite_name(value: float) -> str:
 class JsonlSink:
     """Writes every event as one line of the run's `events.jsonl`.
 
-    Lines are buffered in memory (the io layer's buffer) and reach the file when
-    `buffer_events` of them have accumulated, on `flush()` and on `close()`. Each write
-    holds whole lines, and the buffer's bookkeeping happens inside one C call, so an
-    exception raised by a signal handler (SIGTERM, Ctrl-C) between two statements can
-    neither drop nor duplicate a line: closing the sink from a `finally` writes all.
+    Lines wait in memory and reach the file when `buffer_events` of them have accumulated,
+    on `flush()` and on `close()`; `LineLog` (instrumentation/sinks/line_log.py) writes
+    them. A line is in the file whole or not at all, also when the disk is full or a file
+    size limit is reached: lines the disk refuses wait (up to `max_pending_lines` and
+    `max_pending_bytes`) and are written by a later flush once space comes back; lines
+    beyond those bounds, and lines still waiting at `close()`, are lost and counted in
+    `dropped`, with the reason in `last_error`. An exception raised by a signal handler
+    between two statements (SIGTERM, Ctrl-C) can neither drop nor duplicate a line:
+    closing the sink from a `finally` writes all.
 
-    With `max_bytes`, a line that would make `events.jsonl` larger than max_bytes (counting
-    the lines still buffered) first rotates it: the file is flushed, fsynced and renamed to
-    `events.jsonl.1` (the older ones shift up by one, and the one that would become
-    `events.jsonl.<keep + 1>` is deleted, its events lost by design), then the line starts a
-    fresh `events.jsonl`. A line longer than max_bytes is never split: it goes alone into
-    a file of its own. keep=N keeps at most N rotated files beside `events.jsonl`.
+    With `max_bytes`, a line that would make `events.jsonl` larger than max_bytes first
+    rotates it: the file is fsynced and renamed to `events.jsonl.1` (the older ones shift
+    up by one, and the one that would become `events.jsonl.<keep + 1>` is deleted, its
+    events lost by design), then the line starts a fresh `events.jsonl`. A line longer
+    than max_bytes is never split: it goes alone into a file of its own. keep=N keeps at
+    most N rotated files beside `events.jsonl`.
     """
 
     name = "jsonl"
@@ -113,80 +104,65 @@ class JsonlSink:
         context_provider: SpanIdsProvider | None = None,
         max_bytes: int | None = None,
         keep: int = 5,
+        max_pending_lines: int = DEFAULT_MAX_PENDING_LINES,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
         if buffer_events < 1:
             raise ValueError(f"buffer_events must be at least 1, got {buffer_events}")
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, got {keep}")
-        self._max_bytes = max_bytes
-        self._keep = keep
+        check_options(max_bytes, keep, max_pending_lines, max_pending_bytes)
         self._buffer_events = buffer_events
         self._context_provider = context_provider
-        self._path = create_run_directory(telemetry_dir, datetime.now(UTC)) / EVENTS_FILE_NAME
-        self._file = self._path.open("xb", buffering=_WRITE_BUFFER_BYTES)
-        self._unwritten = 0
-        # Bytes of events.jsonl, the lines still in the write buffer included.
-        self._size = 0
+        self._directory = create_run_directory(telemetry_dir, datetime.now(UTC))
+        try:
+            self._log = LineLog(
+                self._directory.path / EVENTS_FILE_NAME,
+                max_bytes=max_bytes,
+                keep=keep,
+                max_pending_lines=max_pending_lines,
+                max_pending_bytes=max_pending_bytes,
+            )
+        except BaseException:
+            self._directory.remove()
+            raise
+        self._unflushed = 0
 
     @property
     def path(self) -> Path:
         """The `events.jsonl` this sink writes."""
-        return self._path
+        return self._log.path
+
+    @property
+    def dropped(self) -> int:
+        """Events lost because the disk refused their lines (see the class docstring)."""
+        return self._log.dropped
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last write failed, e.g. "No space left on device"; None if none did."""
+        return self._log.last_error
 
     def emit(self, event: TelemetryEvent) -> None:
-        if self._file.closed:
-            raise RuntimeError(f"JSONL sink for {self._path} is closed; event not written")
-        line = self._line(event)
-        if (
-            self._max_bytes is not None
-            and self._size > 0
-            and self._size + len(line) > self._max_bytes
-        ):
-            self._rotate()
-        self._file.write(line)
-        self._size += len(line)
-        self._unwritten += 1
-        if self._unwritten >= self._buffer_events:
+        if self._log.closed:
+            raise RuntimeError(f"JSONL sink for {self.path} is closed; event not written")
+        self._log.append(self._line(event))
+        self._unflushed += 1
+        if self._unflushed >= self._buffer_events:
             self.flush()
 
     def flush(self) -> None:
-        if self._file.closed:
-            return
-        self._file.flush()
-        self._unwritten = 0
+        self._unflushed = 0
+        self._log.write_pending()
 
     def close(self) -> None:
-        """Write what is buffered and fsync it, so the log survives a crash after exit."""
-        if self._file.closed:
-            return
-        try:
-            self.flush()
-            os.fsync(self._file.fileno())
-        finally:
-            self._file.close()
+        """Write what is buffered and fsync it, so the log survives a crash after exit;
+        lines the disk still refuses are counted in `dropped`."""
+        self._log.close()
 
-    def _rotate(self) -> None:
-        """Move events.jsonl to events.jsonl.1 (shifting the older ones) and start afresh.
-
-        The old file stays the sink's file until the new one is open: an interrupt in
-        between leaves every written line in some file of the set, and close() still
-        writes what is buffered (though `events.jsonl` itself may then be missing, the
-        newest lines being in `events.jsonl.1`).
-        """
-        self.flush()
-        os.fsync(self._file.fileno())
-        rotated = [self._path.with_name(f"{self._path.name}.{n}") for n in range(self._keep + 1)]
-        rotated[self._keep].unlink(missing_ok=True)
-        for number in range(self._keep - 1, 0, -1):
-            if rotated[number].exists():
-                rotated[number].replace(rotated[number + 1])
-        self._path.replace(rotated[1])
-        fresh = self._path.open("xb", buffering=_WRITE_BUFFER_BYTES)
-        old, self._file = self._file, fresh
-        self._size = 0
-        old.close()
+    def discard(self) -> None:
+        """Close the sink and delete its log and the directories created for it, for a run
+        that could not start; a directory holding anything else is left alone."""
+        self._log.close()
+        self._directory.remove([EVENTS_FILE_NAME])
 
     def _line(self, event: TelemetryEvent) -> bytes:
         record = event.to_record()

@@ -69,6 +69,37 @@ def test_sink_errors_is_read_only() -> None:
         hub.sink_errors["failing"] = 0  # type: ignore[index]
 
 
+class DroppingSink(RecordingSink):
+    """Loses every other event without raising, and counts it, as a full disk makes the
+    JSONL sink do."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.dropped = 0
+
+    def emit(self, event: TelemetryEvent) -> None:
+        if (len(self.events) + self.dropped) % 2:
+            self.dropped += 1
+        else:
+            super().emit(event)
+
+
+def test_sink_errors_add_what_a_sink_dropped_to_its_failed_calls() -> None:
+    class FailingAndDropping(DroppingSink):
+        def close(self) -> None:
+            raise OSError("disk on fire")
+
+    dropping, both = DroppingSink("dropping"), FailingAndDropping("both")
+    hub = TelemetryHub([dropping, both, RecordingSink("healthy")])
+
+    for _ in range(6):
+        hub.emit(_event())
+    hub.close()
+
+    assert dropping.dropped == both.dropped == 3
+    assert hub.sink_errors == {"dropping": 3, "both": 4}
+
+
 def test_first_failure_is_a_warning_with_traceback_later_ones_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

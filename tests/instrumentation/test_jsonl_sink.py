@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from app.contracts.events import RECORD_KEYS, EventType, TelemetryEvent
-from instrumentation.sinks.jsonl import JsonlSink, create_run_directory
+from instrumentation.sinks.jsonl import JsonlSink
+from instrumentation.sinks.run_directory import create_run_directory
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"
@@ -105,7 +106,7 @@ def test_run_directory_is_named_by_utc_second_and_never_shared(tmp_path: Path) -
     started = datetime(2025, 12, 6, 0, 42, 14, tzinfo=UTC)
     telemetry_dir = tmp_path / "nested" / "telemetry"
 
-    names = [create_run_directory(telemetry_dir, started).name for _ in range(3)]
+    names = [create_run_directory(telemetry_dir, started).path.name for _ in range(3)]
 
     assert names == [
         "telemetry_2025-12-06_004214",
