@@ -22,7 +22,8 @@ from opentelemetry import trace
 from tqdm import tqdm
 
 from app.contracts.events import TelemetryLevel
-from app.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from app.training.checkpoint import CheckpointError, load_checkpoint
+from app.training.checkpoint_saver import CheckpointSaver, checkpoint_lines
 from app.training.config import CONTROLLERS, RunConfig
 from app.training.datasets import DATASETS, Dataset, DatasetError, load_dataset
 from app.training.overrides import (
@@ -35,6 +36,7 @@ from app.training.overrides import (
     sections,
 )
 from app.training.progress import ProgressThresholds
+from app.training.resume import check_resumable
 from app.training.vectorized import VectorizedTrainer
 from instrumentation.hub import TelemetryHub, installed
 from instrumentation.jsonl_reader import LogLineError
@@ -56,6 +58,7 @@ from instrumentation.replay import (
 from instrumentation.sinks import ConsoleSink, JsonlSink, TelemetrySink
 
 USAGE_ERROR = 2
+INCOMPLETE_OUTPUT = 3
 tracer = trace.get_tracer("esper.cli")
 
 
@@ -268,6 +271,8 @@ def _prepare(args: argparse.Namespace) -> tuple[RunConfig, Dataset, dict[str, An
     try:
         dataset = load_dataset(config.dataset, config.data_dir, config.seed)
         checkpoint = load_checkpoint(args.resume) if args.resume else None
+        if checkpoint is not None:
+            check_resumable(args.resume, checkpoint, config)
     except (DatasetError, CheckpointError) as error:
         raise UsageError(str(error)) from None
     return config, dataset, checkpoint
@@ -345,6 +350,11 @@ def _report_skipped_line(error: LogLineError) -> None:
     print(f"esper: skipped {error}", file=sys.stderr)
 
 
+def _report_line(line: str) -> None:
+    """A line for the person watching, below the progress bar rather than through it."""
+    tqdm.write(line, file=sys.stderr)
+
+
 def _run(
     args: argparse.Namespace,
     config: RunConfig,
@@ -358,7 +368,7 @@ def _run(
         try:
             trainer.load_state_dict(checkpoint)
         except CheckpointError as error:
-            raise UsageError(str(error)) from None
+            raise UsageError(f"checkpoint {args.resume}: {error}") from None
     try:
         jsonl = JsonlSink(
             args.telemetry_dir,
@@ -378,6 +388,7 @@ def _run(
     otel.report_sink_errors(hub)
     if otel.prometheus_port is not None:
         print(f"esper: metrics at http://localhost:{otel.prometheus_port}/metrics", file=sys.stderr)
+    saver = CheckpointSaver(args.save, _report_line) if args.save else None
     stop = StopRequest()
     previous_handlers = {
         signum: signal.signal(signum, stop.handle) for signum in (signal.SIGTERM, signal.SIGINT)
@@ -387,12 +398,12 @@ def _run(
     try:
         with installed(hub):
             try:
-                _train(trainer, args, stop)
+                _train(trainer, args, stop, saver)
             finally:
                 # A second Ctrl-C must not cut short the flush that closing the hub does.
                 for signum in previous_handlers:
                     signal.signal(signum, signal.SIG_IGN)
-        status, exit_code = "completed", 0
+        status, exit_code = "completed", INCOMPLETE_OUTPUT if saver and saver.last_failed else 0
     except KeyboardInterrupt:
         status, exit_code = "interrupted (Ctrl-C)", 130
     except Terminated:
@@ -402,7 +413,7 @@ def _run(
         otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S)  # before the summary: it counts losses
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
-        _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s)
+        _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s, saver)
     return exit_code
 
 
@@ -413,7 +424,12 @@ def _start(config: RunConfig, dataset: Dataset, run_id: str) -> VectorizedTraine
         return VectorizedTrainer(config, dataset, run_id, run_span)
 
 
-def _train(trainer: VectorizedTrainer, args: argparse.Namespace, stop: StopRequest) -> None:
+def _train(
+    trainer: VectorizedTrainer,
+    args: argparse.Namespace,
+    stop: StopRequest,
+    saver: CheckpointSaver | None,
+) -> None:
     """Run the batches under a progress bar that moves every epoch (rate and ETA in
     episodes), saving a checkpoint after each batch when asked and stopping at an epoch
     boundary when `stop` was requested."""
@@ -435,8 +451,8 @@ def _train(trainer: VectorizedTrainer, args: argparse.Namespace, stop: StopReque
             last = trainer.run_batch()
             bar.n = last.episodes_completed  # exact again after the fractional steps
             bar.set_postfix(acc=f"{last.avg_accuracy:.1f}", reward=f"{last.avg_reward:.2f}")
-            if args.save:
-                save_checkpoint(args.save, trainer.state_dict())
+            if saver is not None:
+                saver.save(trainer.state_dict(), last.batch)
 
 
 def _span_attributes(config: RunConfig) -> dict[str, str | int | float | bool]:
@@ -464,6 +480,7 @@ def _print_summary(
     hub: TelemetryHub,
     trainer: VectorizedTrainer,
     wall_s: float,
+    saver: CheckpointSaver | None,
 ) -> None:
     progress = trainer.progress
     lines = [f"esper: training {status} in {wall_s:.1f}s", f"  run id:    {run_id}"]
@@ -480,6 +497,7 @@ def _print_summary(
         f"  checks:    {_checks(trainer)}",
         f"  event log: {log_path}",
     ]
+    lines += checkpoint_lines(saver)
     errors = {name: count for name, count in hub.sink_errors.items() if count}
     if errors:
         lines.append(f"  sink errors: {errors}")
