@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
 import time
 import uuid
@@ -14,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from statistics import fmean
-from types import FrameType
 from typing import Any, NoReturn
 
 import torch
@@ -22,6 +20,7 @@ from opentelemetry import trace
 from tqdm import tqdm
 
 from app.contracts.events import TelemetryLevel
+from app.interrupts import StopRequest, Terminated, interrupted_before_start
 from app.training.checkpoint import CheckpointError, load_checkpoint
 from app.training.checkpoint_saver import CheckpointSaver, checkpoint_lines
 from app.training.config import CONTROLLERS, RunConfig
@@ -64,10 +63,6 @@ tracer = trace.get_tracer("esper.cli")
 
 class UsageError(Exception):
     """Bad input found before training starts; exits with code 2 and one line."""
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived; unwinds like Ctrl-C so that every sink is flushed."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -278,39 +273,21 @@ def _prepare(args: argparse.Namespace) -> tuple[RunConfig, Dataset, dict[str, An
     return config, dataset, checkpoint
 
 
-class StopRequest:
-    """Ctrl-C and SIGTERM ask the run to stop at the next epoch boundary.
-
-    Raising from the signal handler itself could land inside the hub's fan-out or inside
-    an ending span, losing an event from some sinks or a span from the trace; at the
-    boundary nothing is half-delivered. A second signal stops at once.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        repeated = self.signum is not None
-        self.signum = signum
-        if repeated:
-            self.raise_if_requested()
-        print(
-            "\nesper: stopping after this epoch (Ctrl-C again stops at once)",
-            file=sys.stderr,
-        )
-
-    def raise_if_requested(self) -> None:
-        if self.signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if self.signum == signal.SIGTERM:
-            raise Terminated
-
-
 def train_command(args: argparse.Namespace) -> int:
     if args.show_config:
         # The configuration alone: no device, dataset or checkpoint is touched.
         print(show_config(_resolve(args)))
         return 0
+    stop = StopRequest()
+    with stop.installed():
+        try:
+            return _start_and_run(args, stop)
+        except (KeyboardInterrupt, Terminated) as interrupt:
+            # Training catches its own: one that gets here came before it started.
+            return interrupted_before_start(interrupt)
+
+
+def _start_and_run(args: argparse.Namespace, stop: StopRequest) -> int:
     config, dataset, checkpoint = _prepare(args)
     torch.set_num_threads(args.threads)
     run_id = uuid.uuid4().hex[:16]
@@ -320,9 +297,9 @@ def train_command(args: argparse.Namespace) -> int:
     except TelemetryConfigError as error:
         raise UsageError(str(error)) from None
     try:
-        return _run(args, config, dataset, checkpoint, run_id, otel)
+        return _run(args, config, dataset, checkpoint, run_id, otel, stop)
     finally:
-        otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S)
+        stop.wait_for_export(lambda: otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S))
 
 
 def replay_command(args: argparse.Namespace) -> int:
@@ -362,6 +339,7 @@ def _run(
     checkpoint: dict[str, Any] | None,
     run_id: str,
     otel: OpenTelemetrySession,
+    stop: StopRequest,
 ) -> int:
     trainer = _start(config, dataset, run_id)
     if checkpoint is not None:
@@ -369,6 +347,8 @@ def _run(
             trainer.load_state_dict(checkpoint)
         except CheckpointError as error:
             raise UsageError(f"checkpoint {args.resume}: {error}") from None
+    # Before anything is written: from here a signal ends the run with its summary.
+    stop.start_training()
     try:
         jsonl = JsonlSink(
             args.telemetry_dir,
@@ -389,10 +369,6 @@ def _run(
     if otel.prometheus_port is not None:
         print(f"esper: metrics at http://localhost:{otel.prometheus_port}/metrics", file=sys.stderr)
     saver = CheckpointSaver(args.save, _report_line) if args.save else None
-    stop = StopRequest()
-    previous_handlers = {
-        signum: signal.signal(signum, stop.handle) for signum in (signal.SIGTERM, signal.SIGINT)
-    }
     started = time.perf_counter()
     status, exit_code = "failed", 1
     try:
@@ -400,9 +376,7 @@ def _run(
             try:
                 _train(trainer, args, stop, saver)
             finally:
-                # A second Ctrl-C must not cut short the flush that closing the hub does.
-                for signum in previous_handlers:
-                    signal.signal(signum, signal.SIG_IGN)
+                stop.flushing()  # closing the hub writes out the log and the console whole
         status, exit_code = "completed", INCOMPLETE_OUTPUT if saver and saver.last_failed else 0
     except KeyboardInterrupt:
         status, exit_code = "interrupted (Ctrl-C)", 130
@@ -410,11 +384,10 @@ def _run(
         status, exit_code = "terminated (SIGTERM)", 143
     finally:
         wall_s = time.perf_counter() - started
-        otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S)  # before the summary: it counts losses
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
-        _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s, saver)
-    return exit_code
+        # Before the summary, which counts losses; a signal now cuts the wait short.
+        stop.wait_for_export(lambda: otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S))
+        _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s, saver, stop)
+    return stop.exit_code(exit_code)
 
 
 def _start(config: RunConfig, dataset: Dataset, run_id: str) -> VectorizedTrainer:
@@ -433,6 +406,7 @@ def _train(
     """Run the batches under a progress bar that moves every epoch (rate and ETA in
     episodes), saving a checkpoint after each batch when asked and stopping at an epoch
     boundary when `stop` was requested."""
+    stop.raise_if_requested()
     with tqdm(
         total=trainer.config.episodes,
         initial=trainer.progress.episodes_completed,
@@ -481,6 +455,7 @@ def _print_summary(
     trainer: VectorizedTrainer,
     wall_s: float,
     saver: CheckpointSaver | None,
+    stop: StopRequest,
 ) -> None:
     progress = trainer.progress
     lines = [f"esper: training {status} in {wall_s:.1f}s", f"  run id:    {run_id}"]
@@ -497,6 +472,7 @@ def _print_summary(
         f"  checks:    {_checks(trainer)}",
         f"  event log: {log_path}",
     ]
+    lines += stop.summary_lines()
     lines += checkpoint_lines(saver)
     errors = {name: count for name, count in hub.sink_errors.items() if count}
     if errors:
