@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import sys
 import time
 import uuid
@@ -13,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from statistics import fmean
-from types import FrameType
 from typing import Any, NoReturn
 
 import torch
@@ -21,7 +19,9 @@ from opentelemetry import trace
 from tqdm import tqdm
 
 from app.contracts.events import TelemetryLevel
-from app.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from app.interrupts import StopRequest, Terminated, interrupted_before_start
+from app.training.checkpoint import CheckpointError, load_checkpoint
+from app.training.checkpoint_saver import CheckpointSaver, checkpoint_lines
 from app.training.config import CONTROLLERS, RunConfig
 from app.training.datasets import DATASETS, Dataset, DatasetError, load_dataset
 from app.training.overrides import (
@@ -34,6 +34,7 @@ from app.training.overrides import (
     sections,
 )
 from app.training.progress import ProgressThresholds
+from app.training.resume import check_resumable
 from app.training.vectorized import VectorizedTrainer
 from instrumentation.event_log import TelemetryDirError, log_loss_lines, start_event_log
 from instrumentation.hub import TelemetryHub, installed
@@ -63,10 +64,6 @@ tracer = trace.get_tracer("esper.cli")
 
 class UsageError(Exception):
     """Bad input found before training starts; exits with code 2 and one line."""
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived; unwinds like Ctrl-C so that every sink is flushed."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -164,10 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send EVENTS.jsonl (and its rotated EVENTS.jsonl.N beside it, oldest "
         "first) to the OTLP endpoint of the OTEL_* variables as traces and metrics, "
         "to look at an old run in Jaeger.",
-        epilog="exit status: 0 when every event was replayed and exported; 1 when corrupt, "
-        "over-long or too deeply nested lines were skipped (each is reported), an event "
-        "was not recorded on a span, or the export did not finish in time; 2 when the log "
-        "is missing, unreadable or not a regular file, or no exporter is configured.",
+        epilog="exit status: 0 when every event was replayed and exported; 1 when corrupt "
+        "lines were skipped (each is reported) or the export did not finish in time; "
+        "2 when the log is missing or unreadable or no exporter is configured.",
     )
     replay.add_argument("events", type=Path, metavar="EVENTS.jsonl")
     replay.add_argument(
@@ -271,48 +267,28 @@ def _prepare(args: argparse.Namespace) -> tuple[RunConfig, Dataset, dict[str, An
     try:
         dataset = load_dataset(config.dataset, config.data_dir, config.seed)
         checkpoint = load_checkpoint(args.resume) if args.resume else None
+        if checkpoint is not None:
+            check_resumable(args.resume, checkpoint, config)
     except (DatasetError, CheckpointError) as error:
         raise UsageError(str(error)) from None
     return config, dataset, checkpoint
 
 
-class StopRequest:
-    """Ctrl-C and SIGTERM ask the run to stop at the next epoch boundary.
-
-    Raising from the signal handler itself could land inside the hub's fan-out or inside
-    an ending span, losing an event from some sinks or a span from the trace; at the
-    boundary nothing is half-delivered. A second signal stops at once.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        repeated = self.signum is not None
-        self.signum = signum
-        if repeated:
-            self.raise_if_requested()
-        print(
-            "\nesper: stopping after this epoch (Ctrl-C again stops at once)",
-            file=sys.stderr,
-        )
-
-    def raise_if_requested(self) -> None:
-        if self.signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if self.signum == signal.SIGTERM:
-            raise Terminated
-
-
 def train_command(args: argparse.Namespace) -> int:
-    # Past a file size limit (ulimit -f) the kernel's default for SIGXFSZ kills the process.
-    # CPython ignores it at startup, but not when embedded without its signal handlers; so
-    # here too: a write past the limit then fails with EFBIG, which the event log counts.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if args.show_config:
         # The configuration alone: no device, dataset or checkpoint is touched.
         print(show_config(_resolve(args)))
         return 0
+    stop = StopRequest()
+    with stop.installed():
+        try:
+            return _start_and_run(args, stop)
+        except (KeyboardInterrupt, Terminated) as interrupt:
+            # Training catches its own: one that gets here came before it started.
+            return interrupted_before_start(interrupt)
+
+
+def _start_and_run(args: argparse.Namespace, stop: StopRequest) -> int:
     config, dataset, checkpoint = _prepare(args)
     torch.set_num_threads(args.threads)
     run_id = uuid.uuid4().hex[:16]
@@ -322,9 +298,9 @@ def train_command(args: argparse.Namespace) -> int:
     except TelemetryConfigError as error:
         raise UsageError(str(error)) from None
     try:
-        return _run(args, config, dataset, checkpoint, run_id, otel)
+        return _run(args, config, dataset, checkpoint, run_id, otel, stop)
     finally:
-        otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S)
+        stop.wait_for_export(lambda: otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S))
 
 
 def replay_command(args: argparse.Namespace) -> int:
@@ -352,6 +328,11 @@ def _report_skipped_line(error: LogLineError) -> None:
     print(f"esper: skipped {error}", file=sys.stderr)
 
 
+def _report_line(line: str) -> None:
+    """A line for the person watching, below the progress bar rather than through it."""
+    tqdm.write(line, file=sys.stderr)
+
+
 def _run(
     args: argparse.Namespace,
     config: RunConfig,
@@ -359,13 +340,16 @@ def _run(
     checkpoint: dict[str, Any] | None,
     run_id: str,
     otel: OpenTelemetrySession,
+    stop: StopRequest,
 ) -> int:
     trainer = _start(config, dataset, run_id)
     if checkpoint is not None:
         try:
             trainer.load_state_dict(checkpoint)
         except CheckpointError as error:
-            raise UsageError(str(error)) from None
+            raise UsageError(f"checkpoint {args.resume}: {error}") from None
+    # Before anything is written: from here a signal ends the run with its summary.
+    stop.start_training()
     try:
         jsonl = start_event_log(
             args.telemetry_dir,
@@ -385,32 +369,27 @@ def _run(
     otel.report_sink_errors(hub)
     if otel.prometheus_port is not None:
         print(f"esper: metrics at http://localhost:{otel.prometheus_port}/metrics", file=sys.stderr)
-    stop = StopRequest()
-    previous_handlers = {
-        signum: signal.signal(signum, stop.handle) for signum in (signal.SIGTERM, signal.SIGINT)
-    }
+    saver = CheckpointSaver(args.save, _report_line) if args.save else None
     started = time.perf_counter()
     status, exit_code = "failed", 1
     try:
         with installed(hub):
             try:
-                _train(trainer, args, stop)
+                _train(trainer, args, stop, saver)
             finally:
-                # A second Ctrl-C must not cut short the flush that closing the hub does.
-                for signum in previous_handlers:
-                    signal.signal(signum, signal.SIG_IGN)
-        status, exit_code = "completed", 0
+                stop.flushing()  # closing the hub writes out the log and the console whole
+        incomplete = jsonl.dropped or (saver is not None and saver.last_failed)
+        status, exit_code = "completed", INCOMPLETE_OUTPUT if incomplete else 0
     except KeyboardInterrupt:
         status, exit_code = "interrupted (Ctrl-C)", 130
     except Terminated:
         status, exit_code = "terminated (SIGTERM)", 143
     finally:
         wall_s = time.perf_counter() - started
-        otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S)  # before the summary: it counts losses
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
-        _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s)
-    return INCOMPLETE_OUTPUT if exit_code == 0 and jsonl.dropped else exit_code
+        # Before the summary, which counts losses; a signal now cuts the wait short.
+        stop.wait_for_export(lambda: otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S))
+        _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s, saver, stop)
+    return stop.exit_code(exit_code)
 
 
 def _start(config: RunConfig, dataset: Dataset, run_id: str) -> VectorizedTrainer:
@@ -420,10 +399,16 @@ def _start(config: RunConfig, dataset: Dataset, run_id: str) -> VectorizedTraine
         return VectorizedTrainer(config, dataset, run_id, run_span)
 
 
-def _train(trainer: VectorizedTrainer, args: argparse.Namespace, stop: StopRequest) -> None:
+def _train(
+    trainer: VectorizedTrainer,
+    args: argparse.Namespace,
+    stop: StopRequest,
+    saver: CheckpointSaver | None,
+) -> None:
     """Run the batches under a progress bar that moves every epoch (rate and ETA in
     episodes), saving a checkpoint after each batch when asked and stopping at an epoch
     boundary when `stop` was requested."""
+    stop.raise_if_requested()
     with tqdm(
         total=trainer.config.episodes,
         initial=trainer.progress.episodes_completed,
@@ -442,8 +427,8 @@ def _train(trainer: VectorizedTrainer, args: argparse.Namespace, stop: StopReque
             last = trainer.run_batch()
             bar.n = last.episodes_completed  # exact again after the fractional steps
             bar.set_postfix(acc=f"{last.avg_accuracy:.1f}", reward=f"{last.avg_reward:.2f}")
-            if args.save:
-                save_checkpoint(args.save, trainer.state_dict())
+            if saver is not None:
+                saver.save(trainer.state_dict(), last.batch)
 
 
 def _span_attributes(config: RunConfig) -> dict[str, str | int | float | bool]:
@@ -465,6 +450,8 @@ def _print_summary(
     hub: TelemetryHub,
     trainer: VectorizedTrainer,
     wall_s: float,
+    saver: CheckpointSaver | None,
+    stop: StopRequest,
 ) -> None:
     progress = trainer.progress
     lines = [f"esper: training {status} in {wall_s:.1f}s", f"  run id:    {run_id}"]
@@ -482,6 +469,8 @@ def _print_summary(
         f"  event log: {log_path}",
     ]
     lines += log_loss_lines(hub.sinks)
+    lines += stop.summary_lines()
+    lines += checkpoint_lines(saver)
     errors = {name: count for name, count in hub.sink_errors.items() if count}
     if errors:
         lines.append(f"  sink errors: {errors}")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import pickle
+import shutil
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from app.training.cifar_pickle import load_batch
 
 DATASETS = ("digits", "synthetic", "cifar10")
 
@@ -114,21 +117,39 @@ def _cifar10(data_dir: Path | None) -> Dataset:
 
 
 def _extract(archive_path: Path, data_dir: Path) -> None:
-    """Unpack the archive without letting a member escape `data_dir`.
+    """Unpack the archive's CIFAR folder into `data_dir`, whole or not at all.
+
+    It is unpacked into a temporary folder beside it and renamed into place, so that an
+    extraction cut short (a full disk, a bad member, Ctrl-C) leaves no half folder that
+    the next run would take for the data set.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=".cifar-10-extracting-", dir=data_dir))
+    try:
+        _extract_into(archive_path, staging)
+        extracted = staging / _CIFAR_FOLDER
+        if not extracted.is_dir():
+            raise tarfile.TarError(f"the archive has no {_CIFAR_FOLDER} folder")
+        extracted.rename(data_dir / _CIFAR_FOLDER)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _extract_into(archive_path: Path, target: Path) -> None:
+    """Unpack the archive without letting a member escape `target`.
 
     Python 3.11.4+ does that with the "data" extraction filter; earlier 3.11 releases
     (Debian 12 ships 3.11.2) lack filters, so members are checked here instead.
     """
     with tarfile.open(archive_path) as archive:
         if hasattr(tarfile, "data_filter"):
-            archive.extractall(data_dir, filter="data")
+            archive.extractall(target, filter="data")
             return
-        root = data_dir.resolve()
+        root = target.resolve()
         for member in archive.getmembers():
-            target = (root / member.name).resolve()
-            if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
+            resolved = (root / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or not resolved.is_relative_to(root):
                 raise tarfile.TarError(f"unsafe archive member {member.name!r}")
-        archive.extractall(data_dir)
+        archive.extractall(target)
 
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -136,11 +157,12 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"CIFAR-10 file missing: {path}")
     try:
         with path.open("rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+            batch = load_batch(handle)
         images = np.asarray(batch[b"data"], dtype=np.float64).reshape(-1, 3, 32, 32) / 255.0
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError, OSError) as error:
-        raise DatasetError(f"CIFAR-10 file {path} is not a CIFAR-10 batch: {error}") from None
+    except Exception as error:  # a damaged pickle raises many types
+        reason = _reason(error)
+        raise DatasetError(f"CIFAR-10 file {path} is not a CIFAR-10 batch: {reason}") from None
     if len(labels) != len(images):
         raise DatasetError(
             f"CIFAR-10 file {path} has {len(images)} images but {len(labels)} labels"
@@ -148,3 +170,9 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if len(labels) and not 0 <= labels.min() <= labels.max() <= 9:
         raise DatasetError(f"CIFAR-10 file {path} has labels outside 0-9")
     return images, labels
+
+
+def _reason(error: Exception) -> str:
+    """The first line of the error, short: its text may quote bytes from the file."""
+    text = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."

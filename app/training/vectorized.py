@@ -34,13 +34,14 @@ from app.rl.networks import Hidden
 from app.rl.ppo import PPOAgent, PPOUpdateMetrics
 from app.rl.reward_hacking import RewardHackingDetector, StepOutcome
 from app.rl.rewards import step_reward
-from app.training.checkpoint import CheckpointError, check_compatible
+from app.training.checkpoint import CheckpointError
 from app.training.commands import run_command
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import HostEnvironment
 from app.training.memory import MemoryMonitor
 from app.training.progress import HISTORY_LENGTH, ProgressDetector
+from app.training.resume import check_agent_state, check_setup, read_state, run_setup
 
 tracer = trace.get_tracer("esper.training")
 
@@ -146,36 +147,35 @@ class VectorizedTrainer:
 
     def _setup(self) -> dict[str, Any]:
         """The settings a checkpoint must share with the run that resumes it."""
-        config = self.config
-        return {
-            "controller": config.controller,
-            "recurrent": config.recurrent,
-            "envs": config.envs,
-            "dataset": config.dataset,
-            "max_epochs": config.max_epochs,
-        }
+        return run_setup(self.config)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint; raises CheckpointError if it belongs to another setup."""
-        check_compatible(state, self._setup())
+        """Continue from a checkpoint's state. Every field is checked before any is used;
+        CheckpointError names the field that does not fit this run (the caller names
+        the checkpoint)."""
+        check_setup(state, self._setup())
+        saved = read_state(state, self.config.envs)
+        if self.agent is not None:
+            check_agent_state(state.get("agent"), self.agent.network.state_dict())
         try:
             if self.agent is not None:
                 self.agent.load_state_dict(state["agent"])
-            torch.set_rng_state(state["torch_rng"])
-            self.escalation.remaining = int(state["escalation_remaining"])
-            self.heuristic.germinated = int(state["heuristic_germinated"])
-            telemetry.set_level(self.escalation.level)
-            for env, rng, grown in zip(
-                self.envs, state["data_rng"], state["seeds_grown"], strict=True
-            ):
+            torch.set_rng_state(saved.torch_rng)
+            for env, rng, grown in zip(self.envs, saved.data_rng, saved.seeds_grown, strict=True):
                 env.data_order.set_state(rng)
-                env.seeds_grown = int(grown)
-            self.progress.batches_completed = int(state["batches_completed"])
-            self.progress.episodes_completed = int(state["episodes_completed"])
-            self.progress.accuracies.extend(float(a) for a in state["accuracies"])
-            self.progress.rewards.extend(float(r) for r in state["rewards"])
+                env.seeds_grown = grown
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
-            raise CheckpointError(f"checkpoint does not fit this run: {error}") from None
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise CheckpointError(
+                f"state does not fit this run: {type(error).__name__} {reason}".strip()
+            ) from None
+        self.escalation.remaining = saved.escalation_remaining
+        self.heuristic.germinated = saved.heuristic_germinated
+        telemetry.set_level(self.escalation.level)
+        self.progress.batches_completed = saved.batches_completed
+        self.progress.episodes_completed = saved.episodes_completed
+        self.progress.accuracies.extend(saved.accuracies)
+        self.progress.rewards.extend(saved.rewards)
 
     @property
     def finished(self) -> bool:

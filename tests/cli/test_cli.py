@@ -229,6 +229,8 @@ BAD_INPUT = [
     pytest.param(["--dataset", "cifar10", "--data-dir", "{empty}"], "{empty}", id="cifar10-empty"),
     pytest.param(["--resume", "{missing}"], "{missing}", id="resume-missing"),
     pytest.param(["--resume", "{garbage}"], "corrupt", id="resume-garbage"),
+    pytest.param(["--resume", "{empty}"], "is a directory", id="resume-directory"),
+    pytest.param(["--resume", "/dev/zero"], "is not a regular file", id="resume-dev-zero"),
     pytest.param(
         ["--dataset", "synthetic", "--resume", "{heuristic}", "--controller", "ppo"],
         "controller",
@@ -346,13 +348,16 @@ def test_resume_continues_batch_numbers_where_the_saved_run_stopped(
     assert [(u["data"]["batch"], u["data"]["train_steps"]) for u in after] == [(3, 3), (4, 4)]
     assert [u["data"]["episodes_completed"] for u in after] == [6, 8]
     assert "8 in 4 batches" in err
+    assert f"  checkpoint: {checkpoint}, saved after batch 4\n" in err
 
-    # Resuming a finished run trains nothing and still exits cleanly.
+    # A finished run has nothing left to run: bad input, before anything is written.
     code, err = esper_here([*second, "--telemetry-dir", str(tmp_path / "third")], capsys)
-    assert code == 0, err
-    assert (
-        of_type(strict_records(only_log(tmp_path / "third")), EventType.PPO_UPDATE_COMPLETED) == []
+    assert code == 2, err
+    assert err == (
+        f"esper: error: checkpoint {checkpoint} has completed 8 of 8 episodes; nothing left "
+        "to run (raise --episodes to continue)\n"
     )
+    assert not (tmp_path / "third").exists()
 
 
 # --- signals --------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """SIGTERM during a run that exports over OTLP: the run exits 143 within the shutdown bound
 of instrumentation/otel/setup.py, and what the completed batch recorded (its `esper.batch`
 trace with the `esper.ppo.update` span and its event) and the metrics reached the collector
-(nothing is lost on SIGTERM)."""
+(nothing is lost on SIGTERM). A second Ctrl-C while the export waits on a
+collector that never answers ends the wait: the log is whole, the summary says so."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import Any
 
 import pytest
 import torch
-from e2e_runs import ENDLESS, SHORT_RUN, Training, log_records
-from receivers import GrpcReceiver, attributes_of
+from e2e_runs import ENDLESS, SHORT_RUN, Training, count_of, log_records
+from receivers import BlackHole, GrpcReceiver, attributes_of
 
 from app import telemetry
 from app.cli import main
@@ -115,3 +116,77 @@ def test_an_update_shown_on_the_console_reaches_otlp_when_sigterm_lands_between_
     _batch, update = first_update(receiver)
     assert "esper.ppo_update_completed" in [event.name for event in update.events]
     assert "esper.ppo.policy_loss" in receiver.metrics()
+
+
+def _log_open(pid: int) -> bool:
+    """The child holds its events.jsonl open (it closes it when the hub closes)."""
+    links = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            links.append(fd.readlink().name)
+        except OSError:
+            continue  # closed meanwhile
+    return "events.jsonl" in links
+
+
+def stopped_by_ctrl_c(tmp_path: Path, black_hole: BlackHole, again: bool) -> tuple[float, str]:
+    """A run exporting to `black_hole`, stopped by Ctrl-C after its first update; with
+    `again`, a second Ctrl-C once the log is closed, when the run waits on the export.
+    Returns the seconds from the log's closing to the exit, and stderr."""
+    tmp_path.mkdir()
+    telemetry_dir = tmp_path / "telemetry"
+    otel = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": black_hole.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
+    run = Training([*SHORT_RUN, *ENDLESS, "--telemetry-dir", str(telemetry_dir)], tmp_path, otel)
+    try:
+        run.wait_for_line("ppo update: batch=1 ", timeout=120)
+        assert _log_open(run.process.pid)
+        run.process.send_signal(signal.SIGINT)
+        run.wait_for_line("esper: stopping after this epoch", timeout=30)
+        deadline = time.monotonic() + 60
+        while _log_open(run.process.pid):
+            assert time.monotonic() < deadline, run.stderr
+            time.sleep(0.002)
+        closed = time.perf_counter()
+        if again:
+            run.process.send_signal(signal.SIGINT)
+        code = run.wait(timeout=DEFAULT_SHUTDOWN_TIMEOUT_S + 60)
+        after_close_s = time.perf_counter() - closed
+    finally:
+        run.stop()
+    err = run.stderr
+    assert code == 130, err
+    assert "esper: training interrupted (Ctrl-C)" in err
+    # The log is whole: every line parses, and every epoch the run counted is in it.
+    records = log_records(telemetry_dir)
+    epochs = count_of(records, "EPOCH_COMPLETED")
+    assert f"EPOCH_COMPLETED={epochs}," in err, err
+    assert records[-1]["event_type"] in {"EPOCH_COMPLETED", "PPO_UPDATE_COMPLETED"}
+    assert count_of(records, "PPO_UPDATE_COMPLETED") >= 1
+    return after_close_s, err
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_cuts_the_export_wait_short_and_keeps_the_log_whole(
+    tmp_path: Path,
+) -> None:
+    black_hole = BlackHole()
+    try:
+        waited_s, waited = stopped_by_ctrl_c(tmp_path / "once", black_hole, again=False)
+        cut_s, cut = stopped_by_ctrl_c(tmp_path / "twice", black_hole, again=True)
+    finally:
+        black_hole.stop()
+    # Without the second Ctrl-C the run waits on the collector up to the bound.
+    assert waited_s >= DEFAULT_SHUTDOWN_TIMEOUT_S / 2, f"exit {waited_s:.1f}s after the log closed"
+    assert "cut short" not in waited
+    # With it, the run ends well before the bound.
+    assert cut_s <= min(waited_s, DEFAULT_SHUTDOWN_TIMEOUT_S) / 2, (
+        f"{cut_s:.1f}s vs {waited_s:.1f}s"
+    )
+    assert (
+        "  cut short: the OpenTelemetry export, by Ctrl-C; spans and metrics not yet sent are "
+        "lost\n" in cut
+    )
+    assert "Traceback" not in cut

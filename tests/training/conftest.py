@@ -3,6 +3,7 @@ seeds germinate and move through their stages within a few epochs."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -65,3 +66,30 @@ def make_config(fast_config: RunConfig) -> Callable[..., RunConfig]:
         return replace(fast_config, **changes)
 
     return make
+
+
+# Checkpoint tests: the smallest PPO run whose state has every field a checkpoint holds.
+CHECKPOINT_CONFIG = RunConfig(
+    controller="ppo", envs=2, episodes=4, max_epochs=3, dataset="synthetic", seed=0
+)
+
+
+@pytest.fixture
+def checkpoint_config() -> RunConfig:
+    return CHECKPOINT_CONFIG
+
+
+@pytest.fixture(scope="session")
+def _one_batch_state(synthetic: Dataset) -> dict[str, Any]:
+    from app.training.vectorized import VectorizedTrainer
+
+    trainer = VectorizedTrainer(CHECKPOINT_CONFIG, synthetic)
+    trainer.run_batch()
+    return trainer.state_dict()
+
+
+@pytest.fixture
+def state(_one_batch_state: dict[str, Any]) -> dict[str, Any]:
+    """A real trainer's state after one batch of two episodes (CHECKPOINT_CONFIG), a copy
+    each test may change."""
+    return copy.deepcopy(_one_batch_state)

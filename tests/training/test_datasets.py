@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -59,9 +61,12 @@ def test_synthetic_is_deterministic_per_seed() -> None:
     assert_standardized(first.train_x, (0, 1, 2, 3))
 
 
-def _write_cifar(root: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A fake CIFAR-10 python folder under root, PER_FILE images per batch file; returns
-    the raw train images (N, 3072) and labels, in file order."""
+def _write_cifar(
+    root: Path, seed: int = 0, protocol: int = pickle.DEFAULT_PROTOCOL
+) -> tuple[np.ndarray, np.ndarray]:
+    """A fake CIFAR-10 python folder under root, PER_FILE images per batch file, with the
+    keys of the real files; returns the raw train images (N, 3072) and labels, in file
+    order."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -69,16 +74,24 @@ def _write_cifar(root: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     for name in CIFAR_FILES:
         images = rng.integers(0, 256, size=(PER_FILE, 3072), dtype=np.uint8)
         labels = rng.integers(0, 10, size=PER_FILE).tolist()
+        batch = {
+            b"batch_label": f"training batch of {name}".encode(),
+            b"labels": labels,
+            b"data": images,
+            b"filenames": [f"image_{i}.png".encode() for i in range(PER_FILE)],
+        }
         with (folder / name).open("wb") as handle:
-            pickle.dump({b"data": images, b"labels": labels, b"batch_label": name}, handle)
+            pickle.dump(batch, handle, protocol=protocol)
         if name != "test_batch":
             train_images.append(images)
             train_labels += labels
     return np.concatenate(train_images), np.asarray(train_labels)
 
 
-def test_cifar10_loads_the_python_folder(tmp_path: Path) -> None:
-    raw, labels = _write_cifar(tmp_path)
+# 2: how the CIFAR-10 files are written; 4: Python's default; 5: numpy's _frombuffer.
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_loads_the_python_folder(tmp_path: Path, protocol: int) -> None:
+    raw, labels = _write_cifar(tmp_path, protocol=protocol)
     data = load_dataset("cifar10", tmp_path)
     assert data.name == "cifar10"
     assert data.train_x.shape == (5 * PER_FILE, 3, 32, 32)
@@ -116,6 +129,7 @@ def test_cifar10_archive_member_outside_the_data_dir_is_refused(tmp_path: Path) 
     with pytest.raises(DatasetError, match=r"cifar-10-python\.tar\.gz"):
         load_dataset("cifar10", target)
     assert not (tmp_path / "evil-copy").exists()
+    assert [p.name for p in target.iterdir()] == ["cifar-10-python.tar.gz"]
 
 
 @pytest.mark.parametrize(
@@ -181,3 +195,92 @@ def test_unknown_dataset_lists_the_choices() -> None:
         load_dataset("nope")
     for name in DATASETS:
         assert name in str(caught.value)
+
+
+def test_cifar10_written_by_numpy_1_loads(tmp_path: Path) -> None:
+    """numpy 1 names its array rebuilder `numpy.core.multiarray._reconstruct`, numpy 2
+    `numpy._core.multiarray._reconstruct`; files of either load under this numpy."""
+    _write_cifar(tmp_path, protocol=2)
+    numpy_2 = load_dataset("cifar10", tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    for name in CIFAR_FILES:
+        path = folder / name
+        data = path.read_bytes()
+        assert b"cnumpy._core.multiarray\n_reconstruct\n" in data
+        path.write_bytes(data.replace(b"cnumpy._core.multiarray", b"cnumpy.core.multiarray"))
+    numpy_1 = load_dataset("cifar10", tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(_tensors(numpy_1), _tensors(numpy_2), strict=True))
+
+
+class _Payload:
+    """Pickles as a call of `function(argument)`: what a crafted data file would hold."""
+
+    def __init__(self, function: object, argument: str) -> None:
+        self.function, self.argument = function, argument
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return self.function, (self.argument,)
+
+
+def _payloads(marker: Path) -> dict[str, _Payload]:
+    """Calls that would each create `marker` if they ran."""
+    return {
+        "os.system": _Payload(os.system, f"touch {marker}"),
+        "builtins.exec": _Payload(exec, f"open({str(marker)!r}, 'w').close()"),
+        "builtins.eval": _Payload(eval, f"open({str(marker)!r}, 'w').close()"),
+        "subprocess.getoutput": _Payload(subprocess.getoutput, f"touch {marker}"),
+    }
+
+
+def malicious_batch(marker: Path, how: str, protocol: int = 2) -> bytes:
+    """A data file shaped like a CIFAR batch with a payload hidden among its labels."""
+    payload = _payloads(marker)[how]
+    batch = {b"data": np.zeros((PER_FILE, 3072), np.uint8), b"labels": [0, 1, payload, 3]}
+    return pickle.dumps(batch, protocol=protocol)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize(
+    "how", ["os.system", "builtins.exec", "builtins.eval", "subprocess.getoutput"]
+)
+def test_a_cifar_file_that_would_run_code_is_refused_without_running_it(
+    tmp_path: Path, how: str, protocol: int
+) -> None:
+    marker = tmp_path / "code-ran"
+    content = malicious_batch(marker, how, protocol)
+    # The payload is live: plain pickle runs it.
+    pickle.loads(content)
+    assert marker.exists()
+    marker.unlink()
+
+    _write_cifar(tmp_path / "data")
+    bad = tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1"
+    bad.write_bytes(content)
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("cifar10", tmp_path / "data")
+    assert not marker.exists(), "code from the data file ran"
+    message = str(caught.value)
+    assert message.startswith(f"CIFAR-10 file {bad} is not a CIFAR-10 batch: it refers to ")
+    assert "\n" not in message
+
+
+def test_a_refused_name_is_shown_escaped_and_short(tmp_path: Path) -> None:
+    _write_cifar(tmp_path)
+    bad = tmp_path / "cifar-10-batches-py" / "test_batch"
+    name = "x\nesper: error: forged line" + "y" * 300
+    bad.write_bytes(b"c" + name.encode() + b"\nsystem\n(tR.")
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("cifar10", tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < len(str(bad)) + 200
+
+
+def test_an_archive_without_the_cifar_folder_leaves_nothing_behind(tmp_path: Path) -> None:
+    target = tmp_path / "data"
+    target.mkdir()
+    (tmp_path / "other").write_text("x")
+    with tarfile.open(target / "cifar-10-python.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "other", arcname="other")
+    with pytest.raises(DatasetError, match="no cifar-10-batches-py folder"):
+        load_dataset("cifar10", target)
+    assert [p.name for p in target.iterdir()] == ["cifar-10-python.tar.gz"]

@@ -1,0 +1,182 @@
+"""What Ctrl-C (SIGINT) and SIGTERM do to `esper train`, phase by phase.
+
+- start-up (loading torch, the dataset and the checkpoint, building the trainer): the
+  signal unwinds at once. Nothing has been written yet; `esper` prints one line and exits
+  130 (143 for SIGTERM).
+- training: the first signal asks the run to stop at the next epoch boundary, where no
+  event is half-delivered to the sinks; a second one stops at once.
+- flushing (closing the JSONL log and the console, which are local and fast): a signal
+  is only noted, so that the log always ends whole.
+- export (the bounded OpenTelemetry shutdown, which waits on the network): a signal now,
+  or a second one noted before, abandons the wait. The export threads are daemons and end
+  with the process; the summary says the export was cut short.
+- done (the summary): signals are ignored.
+
+Only stdlib is imported here: `python -m app` uses this module before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum, auto
+from types import FrameType
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; unwinds like Ctrl-C so that every sink is flushed."""
+
+
+class _ExportCutShort(BaseException):
+    """A signal during the export wait; raised out of the wait and caught there."""
+
+
+class Phase(Enum):
+    STARTUP = auto()
+    TRAINING = auto()
+    FLUSHING = auto()
+    EXPORTING = auto()
+    DONE = auto()
+
+
+def raise_for(signum: int) -> None:
+    """Unwind the way the signal asks: KeyboardInterrupt for SIGINT, Terminated for
+    SIGTERM."""
+    if signum == signal.SIGTERM:
+        raise Terminated
+    raise KeyboardInterrupt
+
+
+def signal_of(interrupt: BaseException) -> int:
+    return signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+
+
+def interrupted_before_start(interrupt: BaseException, activity: str = "training") -> int:
+    """Report a signal that arrived before `activity` started, in one line; the exit
+    code."""
+    signum = signal_of(interrupt)
+    verb = "terminated" if signum == signal.SIGTERM else "interrupted"
+    print(f"esper: {verb} before {activity} started", file=sys.stderr)
+    return EXIT_CODES[signal.Signals(signum)]
+
+
+class _Outcome:
+    """What `call` returned or raised, run on another thread."""
+
+    def __init__(self, call: Callable[[], bool]) -> None:
+        self._call = call
+        self._result: bool | None = None
+        self._error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self._result = self._call()
+        except Exception as error:  # raised again in the waiting thread
+            self._error = error
+
+    def result(self) -> bool | None:
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+class StopRequest:
+    """The signal handler of one `esper train`, following the phases above."""
+
+    def __init__(self) -> None:
+        self.phase = Phase.STARTUP
+        self.signum: int | None = None  # the signal that stopped (or will stop) the run
+        self.cut_short_by: int | None = None  # the signal that abandoned the export
+        self._export_waited = False
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Handle SIGINT and SIGTERM for the block, then restore the previous handlers.
+
+        SIGXFSZ is ignored too: past a file size limit a write then fails with EFBIG,
+        which a checkpoint save or a log reports, instead of killing the process.
+        """
+        signums = (signal.SIGINT, signal.SIGTERM)
+        previous = {signum: signal.signal(signum, self.handle) for signum in signums}
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        phase = self.phase
+        if phase is Phase.STARTUP:
+            raise_for(signum)
+        elif phase is Phase.TRAINING:
+            repeated = self.signum is not None
+            self.signum = signum
+            if repeated:
+                self.cut_short_by = signum  # "at once": the export is not waited for
+                raise_for(signum)
+            print(
+                "\nesper: stopping after this epoch (Ctrl-C again stops at once)",
+                file=sys.stderr,
+            )
+        elif phase is Phase.FLUSHING:
+            self.cut_short_by = signum
+        elif phase is Phase.EXPORTING:
+            self.cut_short_by = signum
+            self.phase = Phase.DONE  # raise once, from inside the wait only
+            raise _ExportCutShort
+
+    def start_training(self) -> None:
+        """From now on a first signal stops the run at the next epoch boundary."""
+        self.phase = Phase.TRAINING
+
+    def raise_if_requested(self) -> None:
+        """At an epoch boundary: stop there if a signal asked to."""
+        if self.signum is not None:
+            raise_for(self.signum)
+
+    def flushing(self) -> None:
+        """The local sinks are being closed: a signal must not cut that short."""
+        self.phase = Phase.FLUSHING
+
+    def wait_for_export(self, shutdown: Callable[[], bool]) -> bool | None:
+        """Run `shutdown` (bounded by its own timeout) and wait for it, unless a signal
+        cuts the wait short or already asked to stop at once. Returns what `shutdown`
+        returned, or None when it was not waited for. Waits at most once per run."""
+        if self._export_waited:
+            return None
+        self._export_waited = True
+        outcome = _Outcome(shutdown)
+        waiter = threading.Thread(target=outcome.run, name="esper-export-wait", daemon=True)
+        try:
+            self.phase = Phase.EXPORTING
+            if self.cut_short_by is None:
+                waiter.start()
+                waiter.join()
+            self.phase = Phase.DONE
+        except _ExportCutShort:
+            return None  # the handler has moved on to DONE
+        return outcome.result() if self.cut_short_by is None else None
+
+    def summary_lines(self) -> list[str]:
+        """The summary's word on a cut-short export; none when it was waited for."""
+        if self.cut_short_by is None:
+            return []
+        name = _NAMES[signal.Signals(self.cut_short_by)]
+        return [
+            f"  cut short: the OpenTelemetry export, by {name}; spans and metrics not yet "
+            "sent are lost"
+        ]
+
+    def exit_code(self, code: int) -> int:
+        """The run's exit code: `code`, or the code of the signal that cut the export
+        short when the run had not already stopped for a signal."""
+        if self.cut_short_by is None or code in EXIT_CODES.values():
+            return code
+        return EXIT_CODES[signal.Signals(self.cut_short_by)]

@@ -1,0 +1,67 @@
+"""Saving a checkpoint after every batch without letting a full disk end the run.
+
+A failed save (ENOSPC, EFBIG past a file size limit, any OSError) leaves the previous
+checkpoint whole and no partial file; training goes on and the next batch's save tries
+again. The first failure is reported at once, and the run's summary says which batch the
+checkpoint holds and how many saves failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.training.checkpoint import save_checkpoint
+
+
+@dataclass
+class CheckpointSaver:
+    path: Path
+    report: Callable[[str], None]
+    saved_after: int | None = None  # the batch the file holds, when this run saved it
+    failures: int = 0
+    last_error: str = ""
+    last_failed: bool = False
+
+    def save(self, state: dict[str, Any], batch: int) -> None:
+        try:
+            save_checkpoint(self.path, state)
+        except OSError as error:
+            self.failures += 1
+            self.last_failed = True
+            self.last_error = error.strerror or type(error).__name__
+            if self.failures == 1:
+                kept = (
+                    "the previous checkpoint is kept"
+                    if self.path.exists()
+                    else "there is no checkpoint yet"
+                )
+                self.report(
+                    f"esper: cannot save checkpoint {self.path} after batch {batch}: "
+                    f"{self.last_error}; training continues, {kept}, and the save is "
+                    "retried after each batch"
+                )
+            return
+        self.saved_after = batch
+        self.last_failed = False
+
+    def summary_line(self) -> str:
+        """`  checkpoint: FILE, saved after batch N[, K saves failed (REASON)]`."""
+        if self.saved_after is not None:
+            saved = f"saved after batch {self.saved_after}"
+        elif self.failures:
+            saved = "not saved by this run"
+        else:
+            saved = "not saved: no batch completed"
+        failed = ""
+        if self.failures:
+            saves = "save" if self.failures == 1 else "saves"
+            failed = f", {self.failures} {saves} failed ({self.last_error})"
+        return f"  checkpoint: {self.path}, {saved}{failed}"
+
+
+def checkpoint_lines(saver: CheckpointSaver | None) -> list[str]:
+    """The summary's checkpoint line; none when no --save was given."""
+    return [] if saver is None else [saver.summary_line()]
