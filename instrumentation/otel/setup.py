@@ -15,7 +15,9 @@
 - `OTEL_EXPORTER_OTLP_TIMEOUT` (and per signal): seconds, as the Python exporters read
   it; 5 s by default here instead of their 10 s, so a dead collector costs less.
 - `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60000), `OTEL_BSP_*`, `OTEL_SPAN_*_LIMIT`,
-  `OTEL_TRACES_SAMPLER`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: by the SDK.
+  `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: by the SDK.
+- `OTEL_TRACES_SAMPLER` / `_ARG`: decide which traces are exported, not what is
+  measured: dropped spans are still recorded (sampling.py).
 
 Never in the way of training (DESIGN §7): spans go through a BatchSpanProcessor (bounded
 queue of OTEL_BSP_MAX_QUEUE_SIZE spans, 2048 by default, dropping the newest when full;
@@ -84,6 +86,7 @@ from instrumentation.otel.metrics import (
     MetricState,
     SpanMetricsProcessor,
 )
+from instrumentation.otel.sampling import recording_sampler
 
 _log = logging.getLogger(__name__)
 
@@ -623,7 +626,10 @@ def configure_opentelemetry(
     )
 
     tracer_provider = TracerProvider(
-        resource=resource, span_limits=_span_limits(), shutdown_on_exit=False
+        sampler=recording_sampler(resource),
+        resource=resource,
+        span_limits=_span_limits(),
+        shutdown_on_exit=False,
     )
     sink_errors = SinkErrors(failures)
     state = MetricState()
