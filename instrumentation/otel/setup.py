@@ -12,6 +12,9 @@
   the specification's default (the Python SDK's own auto-configuration keeps `grpc`
   for backward compatibility; set the variable when the collector only speaks gRPC).
 - Endpoints, headers, compression, certificates: read by the OTLP exporters themselves.
+- `OTEL_EXPORTER_OTLP_HEADERS` (and per signal): checked before anything starts
+  (headers.py); header values and endpoint user info are redacted from everything the
+  process logs (redaction.py).
 - `OTEL_EXPORTER_OTLP_TIMEOUT` (and per signal): seconds, as the Python exporters read
   it; 5 s by default here instead of their 10 s, so a dead collector costs less.
 - `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60000), `OTEL_BSP_*`, `OTEL_SPAN_*_LIMIT`,
@@ -79,6 +82,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 import app
 from instrumentation.otel.adapter import OpenTelemetrySink
+from instrumentation.otel.errors import TelemetryConfigError as TelemetryConfigError
+from instrumentation.otel.headers import check_header_variables, header_secrets
 from instrumentation.otel.metrics import (
     METER_NAME,
     EsperInstruments,
@@ -86,6 +91,7 @@ from instrumentation.otel.metrics import (
     MetricState,
     SpanMetricsProcessor,
 )
+from instrumentation.otel.redaction import endpoint_secrets, protect_logging
 from instrumentation.otel.sampling import recording_sampler
 
 _log = logging.getLogger(__name__)
@@ -101,10 +107,6 @@ Signal = Literal["traces", "metrics"]
 PROTOCOLS = ("grpc", "http/protobuf")
 EXPORTER_NAMES = ("otlp", "console", "none")
 TRACES_SINK, METRICS_SINK = "otlp_traces", "otlp_metrics"
-
-
-class TelemetryConfigError(ValueError):
-    """An OTEL_* variable or option has a value this application cannot use."""
 
 
 def _env(name: str) -> str | None:
@@ -601,8 +603,10 @@ def configure_opentelemetry(
         if install_globally:
             session.install_globally()
         return session
+    check_header_variables()
     traces = SignalExport.from_environment("traces")
     metric_export = SignalExport.from_environment("metrics")
+    protect_logging([*header_secrets(), *endpoint_secrets(os.environ)])
     resource = build_resource(run_id)
     failures = ExportFailures()
 
