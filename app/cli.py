@@ -45,6 +45,7 @@ from instrumentation.otel import (
     configure_opentelemetry,
     current_span_ids,
 )
+from instrumentation.otel.summary import export_line
 from instrumentation.replay import (
     LogReplayer,
     ReplayInputError,
@@ -402,7 +403,7 @@ def _run(
         otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S)  # before the summary: it counts losses
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
-        _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s)
+        _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s, otel)
     return exit_code
 
 
@@ -464,6 +465,7 @@ def _print_summary(
     hub: TelemetryHub,
     trainer: VectorizedTrainer,
     wall_s: float,
+    otel: OpenTelemetrySession,
 ) -> None:
     progress = trainer.progress
     lines = [f"esper: training {status} in {wall_s:.1f}s", f"  run id:    {run_id}"]
@@ -479,6 +481,7 @@ def _print_summary(
         f"  events:    {hub.emitted} ({events})",
         f"  checks:    {_checks(trainer)}",
         f"  event log: {log_path}",
+        export_line(otel),
     ]
     errors = {name: count for name, count in hub.sink_errors.items() if count}
     if errors:

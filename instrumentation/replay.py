@@ -61,6 +61,7 @@ from instrumentation.otel.setup import (
     SignalExport,
     sdk_disabled,
 )
+from instrumentation.otel.summary import export_line
 
 _log = logging.getLogger(__name__)
 
@@ -365,22 +366,16 @@ class LogReplayer:
         """The closing report; call it after the session's shutdown, so that the export
         failures it lists are final."""
         counts = self.counts
-        export = (
-            f"finished within the {bound_s:g}s bound"
-            if export_finished
-            else f"did not finish within {bound_s:g}s; the rest was dropped"
-        )
         lines = [
             f"esper: replay {status}",
             f"  run id:    {counts.run_id}",
             f"  events:    {counts.events} replayed from {counts.files} file(s), "
             f"{counts.skipped} line(s) skipped",
             f"  traces:    {counts.traces} batch trace(s), each linked to the esper.run span",
-            f"  export:    {export}",
+            export_line(self._session),
         ]
-        errors = {sink: n for sink, n in self._session.sink_errors().items() if n}
-        if errors:
-            lines.append(f"  lost in failed exports: {errors}")
+        if not export_finished:
+            lines.append(f"  shutdown:  export did not finish within the {bound_s:g}s bound")
         lines.append(f"  in Jaeger: tag esper.run_id={counts.run_id}")
         return "\n".join(lines)
 
