@@ -51,10 +51,6 @@ class SinkReport:
     sent: int
     lost: Mapping[str, int] = field(default_factory=dict)
 
-    @property
-    def lost_total(self) -> int:
-        return sum(self.lost.values())
-
 
 @dataclass(frozen=True)
 class SpanLimitReport:
@@ -195,10 +191,6 @@ class ExportAccounts:
         ledger = SinkLedger(sink, signal, "span" if signal == "traces" else "export")
         self._ledgers.append(ledger)
         return ledger
-
-    @property
-    def ledgers(self) -> tuple[SinkLedger, ...]:
-        return tuple(self._ledgers)
 
     def shutdown_started(self) -> None:
         for ledger in self._ledgers:

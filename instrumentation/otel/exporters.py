@@ -98,10 +98,6 @@ class CountingSpanExporter(SpanExporter):
         self.guard = ExportGuard(ledger, inner.shutdown)
         failures.watch(inner)
 
-    @property
-    def inner(self) -> SpanExporter:
-        return self._inner
-
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         sent = self.guard.run(
             len(spans), lambda: self._inner.export(spans) is SpanExportResult.SUCCESS
@@ -126,10 +122,6 @@ class CountingMetricExporter(MetricExporter):
         self._inner = inner
         self.guard = ExportGuard(ledger, inner.shutdown)
         failures.watch(inner)
-
-    @property
-    def inner(self) -> MetricExporter:
-        return self._inner
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
