@@ -46,6 +46,7 @@ from instrumentation.otel import (
     configure_opentelemetry,
     current_span_ids,
 )
+from instrumentation.otel.summary import export_line
 from instrumentation.replay import (
     LogReplayer,
     ReplayInputError,
@@ -388,7 +389,7 @@ def _run(
         wall_s = time.perf_counter() - started
         # Before the summary, which counts losses; a signal now cuts the wait short.
         stop.wait_for_export(lambda: otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S))
-        _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s, saver, stop)
+        _print_summary(status, run_id, jsonl.path, hub, trainer, wall_s, saver, stop, otel)
     return stop.exit_code(exit_code)
 
 
@@ -452,6 +453,7 @@ def _print_summary(
     wall_s: float,
     saver: CheckpointSaver | None,
     stop: StopRequest,
+    otel: OpenTelemetrySession,
 ) -> None:
     progress = trainer.progress
     lines = [f"esper: training {status} in {wall_s:.1f}s", f"  run id:    {run_id}"]
@@ -467,6 +469,7 @@ def _print_summary(
         f"  events:    {hub.emitted} ({events})",
         f"  checks:    {_checks(trainer)}",
         f"  event log: {log_path}",
+        export_line(otel),
     ]
     lines += log_loss_lines(hub.sinks)
     lines += stop.summary_lines()

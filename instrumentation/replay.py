@@ -68,6 +68,7 @@ from instrumentation.otel.setup import (
     SignalExport,
     sdk_disabled,
 )
+from instrumentation.otel.summary import export_line
 from instrumentation.replay_plan import (
     PlannedSpan,
     TraceLimits,
@@ -333,11 +334,6 @@ class LogReplayer:
         """The closing report; call it after the session's shutdown, so that the export
         failures it lists are final."""
         counts = self.counts
-        export = (
-            f"finished within the {bound_s:g}s bound"
-            if export_finished
-            else f"did not finish within {bound_s:g}s; the rest was dropped"
-        )
         lines = [
             f"esper: replay {status}",
             f"  run id:    {counts.run_id}",
@@ -346,11 +342,10 @@ class LogReplayer:
             f"  traces:    {counts.traces} trace(s) for {counts.batches} batch(es), "
             "each linked to the esper.run span",
             *self._loss_lines(),
-            f"  export:    {export}",
+            export_line(self._session),
         ]
-        errors = {sink: n for sink, n in self._session.sink_errors().items() if n}
-        if errors:
-            lines.append(f"  lost in failed exports: {errors}")
+        if not export_finished:
+            lines.append(f"  shutdown:  export did not finish within the {bound_s:g}s bound")
         lines.append(f"  in Jaeger: tag esper.run_id={counts.run_id}")
         return "\n".join(lines)
 

@@ -41,14 +41,20 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NANOSECONDS_PER_MICROSECOND = 1000
 
 
+def _sampled(span: trace.Span) -> bool:
+    """Whether span is recorded and will be exported. Spans that sampling left out are
+    recorded too, for the metrics (sampling.py), but reach no trace backend."""
+    return span.is_recording() and span.get_span_context().trace_flags.sampled
+
+
 def current_span_ids() -> tuple[str, str] | None:
-    """(trace_id, span_id) of the recording current span as lowercase hex, else None.
+    """(trace_id, span_id) of the current span as lowercase hex if it is sampled, else None.
 
     The JSONL sink's `context_provider`: it ties each log line to the span that holds
     the same event in Jaeger.
     """
     span = trace.get_current_span()
-    if not span.is_recording():
+    if not _sampled(span):
         return None
     context = span.get_span_context()
     return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
@@ -142,7 +148,7 @@ class OpenTelemetrySink:
 
     def emit(self, event: TelemetryEvent) -> None:
         span = trace.get_current_span()
-        if span.is_recording():
+        if _sampled(span):
             span.add_event(
                 event_name(event),
                 attributes=event_attributes(event),

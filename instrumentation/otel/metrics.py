@@ -373,8 +373,8 @@ class SpanMetricsProcessor(SpanProcessor):
     """Turns ended training spans into metrics: batch and update durations, episodes.
 
     Runs in `span.end()` on the training thread: one histogram record per batch or
-    update, a counter bump per episode. Spans that are not recorded (sampled out) are
-    not seen, so these metrics then stay empty rather than wrong.
+    update, a counter bump per episode. It sees every span, sampled or not: the
+    session's sampler records the spans it does not sample (sampling.py).
     """
 
     def __init__(self, metrics: EsperMetrics) -> None:

@@ -14,19 +14,32 @@
 - Endpoints, headers, compression, certificates: read by the OTLP exporters themselves.
 - `OTEL_EXPORTER_OTLP_TIMEOUT` (and per signal): seconds, as the Python exporters read
   it; 5 s by default here instead of their 10 s, so a dead collector costs less.
-- `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60000), `OTEL_BSP_*`, `OTEL_SPAN_*_LIMIT`,
-  `OTEL_TRACES_SAMPLER`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: by the SDK.
+- `OTEL_EXPORTER_OTLP_HEADERS` (and per signal): checked before anything starts
+  (headers.py); header values and endpoint user info are redacted from everything the
+  process logs (redaction.py).
+- `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60000), `OTEL_BSP_MAX_QUEUE_SIZE`,
+  `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: checked here (batching.py); the other `OTEL_BSP_*`,
+  `OTEL_SPAN_*_LIMIT`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: by the SDK.
+- `OTEL_TRACES_SAMPLER` / `_ARG`: decide which traces are exported, not what is
+  measured: dropped spans are still recorded (sampling.py).
 
 Never in the way of training: spans go through a BatchSpanProcessor (bounded
-queue of OTEL_BSP_MAX_QUEUE_SIZE spans, 2048 by default, dropping the newest when full;
-export on its own thread), metrics through a PeriodicExportingMetricReader (own thread).
-Export failures are counted per exporter in `esper_telemetry_sink_errors_total` under
-`sink="otlp_traces"` / `"otlp_metrics"` (spans or metric points lost).
+queue of OTEL_BSP_MAX_QUEUE_SIZE spans, export on its own thread), metrics through a
+PeriodicExportingMetricReader (own thread). Every span and metric export is accounted
+for (accounting.py): sent, or lost with its reason (export failed and the collector's
+status, queue full, shutdown bound reached); the losses per exporter, and what span
+limits dropped, are `esper_telemetry_sink_errors_total{sink="otlp_traces" |
+"otlp_metrics" | "span_limits" | ...}` and the summary's `export:` line (summary.py).
 
 Shutdown bound: `OpenTelemetrySession.shutdown(timeout_s)` flushes and shuts down
 traces and metrics in parallel on daemon threads and returns within `timeout_s` (default
 10 s) plus a few milliseconds, whatever the collector does; what is not exported by then
-is dropped. Each OTLP export attempt is bounded by the exporter timeout, retries included.
+is booked as lost to the bound, and the abandoned exports are silenced (exporters.py), so
+that nothing is printed after the run's summary. Each OTLP export attempt is bounded by
+the exporter timeout, retries included. Each signal is shut down once: the span
+processor exports its queue as it shuts down, and the metric reader's last collection is
+the final metric export (flushing before shutting down exported metrics twice, the
+second time after the exporter had been shut down).
 The providers are built with `shutdown_on_exit=False`: their own atexit hooks would wait
 up to 30 s each, unbounded by this; the session is the owner that shuts them down.
 
@@ -45,7 +58,6 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,25 +70,24 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
-    MetricExportResult,
     MetricReader,
-    MetricsData,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-    SpanExportResult,
-)
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.util.types import Attributes
 from prometheus_client import CollectorRegistry, start_http_server
 
 import app
+from instrumentation.otel import failures
+from instrumentation.otel.accounting import ExportAccounts, ExportReport
 from instrumentation.otel.adapter import OpenTelemetrySink
+from instrumentation.otel.batching import QueueSettings, metric_export_interval_ms
+from instrumentation.otel.errors import TelemetryConfigError as TelemetryConfigError
+from instrumentation.otel.exporters import CountingMetricExporter
+from instrumentation.otel.headers import check_header_variables, header_secrets
 from instrumentation.otel.metrics import (
     METER_NAME,
     EsperInstruments,
@@ -84,6 +95,9 @@ from instrumentation.otel.metrics import (
     MetricState,
     SpanMetricsProcessor,
 )
+from instrumentation.otel.processor import AccountingSpanProcessor
+from instrumentation.otel.redaction import endpoint_secrets, protect_logging
+from instrumentation.otel.sampling import recording_sampler
 
 _log = logging.getLogger(__name__)
 
@@ -98,10 +112,7 @@ Signal = Literal["traces", "metrics"]
 PROTOCOLS = ("grpc", "http/protobuf")
 EXPORTER_NAMES = ("otlp", "console", "none")
 TRACES_SINK, METRICS_SINK = "otlp_traces", "otlp_metrics"
-
-
-class TelemetryConfigError(ValueError):
-    """An OTEL_* variable or option has a value this application cannot use."""
+CONSOLE_TRACES_SINK, CONSOLE_METRICS_SINK = "console_traces", "console_metrics"
 
 
 def _env(name: str) -> str | None:
@@ -201,95 +212,6 @@ def _span_limits() -> SpanLimits:
     return SpanLimits(max_event_attributes=EVENT_ATTRIBUTE_LIMIT)
 
 
-class ExportFailures:
-    """Items lost to failed exports, by sink label; thread-safe (exporter threads write)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-
-    def add(self, sink: str, items: int) -> None:
-        with self._lock:
-            self._counts[sink] += items
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-
-class CountingSpanExporter(SpanExporter):
-    """Wraps a span exporter to count the spans of every failed export."""
-
-    def __init__(self, inner: SpanExporter, failures: ExportFailures, sink: str) -> None:
-        self._inner = inner
-        self._failures = failures
-        self._sink = sink
-
-    @property
-    def inner(self) -> SpanExporter:
-        return self._inner
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self._inner.export(spans)
-        except Exception:
-            self._failures.add(self._sink, len(spans))
-            raise
-        if result is not SpanExportResult.SUCCESS:
-            self._failures.add(self._sink, len(spans))
-        return result
-
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._inner.force_flush(timeout_millis)
-
-
-class CountingMetricExporter(MetricExporter):
-    """Wraps a metric exporter to count the data points of every failed export."""
-
-    def __init__(self, inner: MetricExporter, failures: ExportFailures, sink: str) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
-        self._inner = inner
-        self._failures = failures
-        self._sink = sink
-
-    @property
-    def inner(self) -> MetricExporter:
-        return self._inner
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
-        try:
-            result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception:
-            self._failures.add(self._sink, _points(metrics_data))
-            raise
-        if result is not MetricExportResult.SUCCESS:
-            self._failures.add(self._sink, _points(metrics_data))
-        return result
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self._inner.force_flush(timeout_millis=timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-
-def _points(metrics_data: MetricsData) -> int:
-    return sum(
-        len(metric.data.data_points)
-        for resource in metrics_data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    )
-
-
 def otlp_span_exporter(export: SignalExport) -> SpanExporter:
     """The OTLP span exporter for the configured protocol; endpoint and headers come
     from the environment, read by the exporter."""
@@ -303,7 +225,7 @@ def otlp_span_exporter(export: SignalExport) -> SpanExporter:
         OTLPSpanExporter as HttpSpanExporter,
     )
 
-    return HttpSpanExporter(timeout=export.timeout_s)
+    return HttpSpanExporter(timeout=export.timeout_s, session=failures.http_session("traces"))
 
 
 def otlp_metric_exporter(export: SignalExport) -> MetricExporter:
@@ -317,7 +239,7 @@ def otlp_metric_exporter(export: SignalExport) -> MetricExporter:
         OTLPMetricExporter as HttpMetricExporter,
     )
 
-    return HttpMetricExporter(timeout=export.timeout_s)
+    return HttpMetricExporter(timeout=export.timeout_s, session=failures.http_session("metrics"))
 
 
 class _RoutingTracer(trace.Tracer):
@@ -440,10 +362,11 @@ class HubLike(Protocol):
 
 class SinkErrors:
     """The values of `esper_telemetry_sink_errors_total`: the hub's failures by sink
-    (every sink of the hub, zero until it fails) plus items lost to failed exports."""
+    (every sink of the hub, zero until it fails) plus the items each exporter lost and
+    what span limits dropped (accounting.py)."""
 
-    def __init__(self, failures: ExportFailures) -> None:
-        self._failures = failures
+    def __init__(self, accounts: ExportAccounts) -> None:
+        self._accounts = accounts
         self._hub: HubLike | None = None
 
     def watch(self, hub: HubLike) -> None:
@@ -456,7 +379,7 @@ class SinkErrors:
             errors = hub.sink_errors
             counts.update((sink.name, errors.get(sink.name, 0)) for sink in hub.sinks)
             counts.update(errors)
-        for sink, items in self._failures.counts().items():
+        for sink, items in self._accounts.counts().items():
             counts[sink] = counts.get(sink, 0) + items
         return counts
 
@@ -476,12 +399,14 @@ class OpenTelemetrySession:
         sink: OpenTelemetrySink | None = None,
         sink_errors: SinkErrors | None = None,
         prometheus: tuple[WSGIServer, CollectorRegistry] | None = None,
+        accounts: ExportAccounts | None = None,
     ) -> None:
         self.run_id = run_id
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.sink = sink
-        self.sink_errors = sink_errors or SinkErrors(ExportFailures())
+        self.accounts = accounts or ExportAccounts()
+        self.sink_errors = sink_errors or SinkErrors(self.accounts)
         self._prometheus = prometheus
         self._installed = False
         self._shut_down = False
@@ -498,6 +423,10 @@ class OpenTelemetrySession:
     @property
     def prometheus_registry(self) -> CollectorRegistry | None:
         return None if self._prometheus is None else self._prometheus[1]
+
+    def export_report(self) -> ExportReport:
+        """What each exporter sent and lost; final once `shutdown` has returned."""
+        return self.accounts.report()
 
     def report_sink_errors(self, hub: HubLike) -> None:
         """Export `hub.sink_errors` in `esper_telemetry_sink_errors_total`, beside the
@@ -523,6 +452,7 @@ class OpenTelemetrySession:
         deadline = time.monotonic() + timeout_s
         if self._installed and _ROUTER.target is self.tracer_provider:
             _ROUTER.target = None
+        self.accounts.shutdown_started()
         workers = [
             threading.Thread(target=job, args=(deadline,), name=f"esper-otel-{name}", daemon=True)
             for name, job in (
@@ -536,6 +466,7 @@ class OpenTelemetrySession:
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
         finished = not any(worker.is_alive() for worker in workers)
+        self.accounts.close()
         if not finished:
             _log.warning(
                 "telemetry export did not finish within %.1fs; the rest is dropped", timeout_s
@@ -548,12 +479,10 @@ class OpenTelemetrySession:
 
     def _shutdown_traces(self, deadline: float) -> None:
         if self.tracer_provider is not None:
-            self.tracer_provider.force_flush(self._remaining_ms(deadline))
             self.tracer_provider.shutdown()
 
     def _shutdown_metrics(self, deadline: float) -> None:
         if self.meter_provider is not None:
-            self.meter_provider.force_flush(self._remaining_ms(deadline))
             self.meter_provider.shutdown(self._remaining_ms(deadline))
 
     def _shutdown_prometheus(self, deadline: float) -> None:
@@ -598,22 +527,18 @@ def configure_opentelemetry(
         if install_globally:
             session.install_globally()
         return session
+    check_header_variables()
     traces = SignalExport.from_environment("traces")
     metric_export = SignalExport.from_environment("metrics")
+    # Checked before any exporter or thread starts.
+    queue = QueueSettings.from_environment()
+    interval_ms = metric_export_interval_ms()
+    protect_logging([*header_secrets(), *endpoint_secrets(os.environ)])
     resource = build_resource(run_id)
-    failures = ExportFailures()
+    accounts = ExportAccounts()
 
-    readers: list[MetricReader] = []
-    if metric_export.otlp:
-        readers.append(
-            _periodic(
-                CountingMetricExporter(otlp_metric_exporter(metric_export), failures, METRICS_SINK),
-                metric_export,
-            )
-        )
-    if metric_export.console:
-        readers.append(_periodic(ConsoleMetricExporter(), metric_export))
     prometheus: tuple[WSGIServer, CollectorRegistry] | None = None
+    readers = _metric_readers(metric_export, interval_ms, accounts)
     if prometheus_port is not None:
         server, registry, reader = _serve_prometheus(prometheus_port, prometheus_address)
         prometheus = (server, registry)
@@ -623,24 +548,20 @@ def configure_opentelemetry(
     )
 
     tracer_provider = TracerProvider(
-        resource=resource, span_limits=_span_limits(), shutdown_on_exit=False
+        sampler=recording_sampler(resource),
+        resource=resource,
+        span_limits=_span_limits(),
+        shutdown_on_exit=False,
     )
-    sink_errors = SinkErrors(failures)
+    sink_errors = SinkErrors(accounts)
     state = MetricState()
     instruments = EsperInstruments(
         meter_provider.get_meter(METER_NAME, app.__version__), run_id, state, sink_errors
     )
     esper_metrics = EsperMetrics(instruments, state)
     tracer_provider.add_span_processor(SpanMetricsProcessor(esper_metrics))
-    if traces.otlp:
-        exporter = CountingSpanExporter(otlp_span_exporter(traces), failures, TRACES_SINK)
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(exporter, meter_provider=meter_provider)
-        )
-    if traces.console:
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(ConsoleSpanExporter(), meter_provider=meter_provider)
-        )
+    for processor in _span_processors(traces, queue, accounts, meter_provider):
+        tracer_provider.add_span_processor(processor)
 
     session = OpenTelemetrySession(
         run_id,
@@ -649,11 +570,55 @@ def configure_opentelemetry(
         OpenTelemetrySink(esper_metrics),
         sink_errors,
         prometheus,
+        accounts,
     )
     if install_globally:
         session.install_globally()
     return session
 
 
-def _periodic(exporter: MetricExporter, export: SignalExport) -> PeriodicExportingMetricReader:
-    return PeriodicExportingMetricReader(exporter, export_timeout_millis=export.timeout_s * 1000)
+def _metric_readers(
+    export: SignalExport, interval_ms: float, accounts: ExportAccounts
+) -> list[MetricReader]:
+    """A periodic reader per configured metric exporter, each export booked."""
+    exporters: list[tuple[str, MetricExporter]] = []
+    if export.otlp:
+        exporters.append((METRICS_SINK, otlp_metric_exporter(export)))
+    if export.console:
+        exporters.append((CONSOLE_METRICS_SINK, ConsoleMetricExporter()))
+    readers: list[MetricReader] = []
+    for sink, exporter in exporters:
+        counting = CountingMetricExporter(exporter, accounts.ledger(sink, "metrics"))
+        accounts.when_closed(counting.guard.abandon)
+        readers.append(
+            PeriodicExportingMetricReader(
+                counting,
+                export_interval_millis=interval_ms,
+                export_timeout_millis=export.timeout_s * 1000,
+            )
+        )
+    return readers
+
+
+def _span_processors(
+    traces: SignalExport,
+    settings: QueueSettings,
+    accounts: ExportAccounts,
+    meter_provider: MeterProvider,
+) -> list[AccountingSpanProcessor]:
+    """A batching processor per configured span exporter, every span booked."""
+    exporters: list[tuple[str, SpanExporter]] = []
+    if traces.otlp:
+        exporters.append((TRACES_SINK, otlp_span_exporter(traces)))
+    if traces.console:
+        exporters.append((CONSOLE_TRACES_SINK, ConsoleSpanExporter()))
+    processors: list[AccountingSpanProcessor] = []
+    for sink, exporter in exporters:
+        # Span-limit drops are a property of the span: counted by the first processor.
+        limits = None if processors else accounts.span_limits
+        processor = AccountingSpanProcessor(
+            exporter, accounts.ledger(sink, "traces"), limits, settings, meter_provider
+        )
+        accounts.when_closed(processor.exporter.guard.abandon)
+        processors.append(processor)
+    return processors

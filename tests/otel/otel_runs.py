@@ -8,6 +8,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,11 @@ class ExportedRun:
     shutdown_s: float
 
 
-def train_and_export(protocol: str, tmp: Path) -> ExportedRun:
+def train_and_export(
+    protocol: str, tmp: Path, environment: Mapping[str, str] | None = None
+) -> ExportedRun:
+    """FAST_CONFIG trained and exported to a fresh receiver, OTEL_* variables set to
+    the defaults of these tests updated with `environment`."""
     receiver: GrpcReceiver | HttpReceiver = (
         GrpcReceiver() if protocol == "grpc" else HttpReceiver()
     ).start()
@@ -100,6 +105,8 @@ def train_and_export(protocol: str, tmp: Path) -> ExportedRun:
             monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
             monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
             monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+            for name, value in (environment or {}).items():
+                monkeypatch.setenv(name, value)
             run_id = uuid.uuid4().hex[:16]
             session = configure_opentelemetry(run_id, prometheus_port=0)
             recorder = RecordingSink()

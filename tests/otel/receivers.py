@@ -1,12 +1,20 @@
 """In-process OTLP receivers that decode the real protobuf requests, over gRPC and HTTP.
 
 The SDK's own exporters send to them, so a test sees exactly what a collector would.
+A receiver can also misbehave as collectors do: answer every export with an error
+(`fail_with`: an HTTP status or a gRPC status code), answer slowly (`delay_s`), hold
+every request until released (`hold`/`release`), or die after its first accepted trace
+exports (`kill_after_traces`; `kill` at any time): it stops listening, so later
+connections are refused. Only exports answered with success are stored; `attempts`
+counts every export request and `headers` keeps the metadata of each.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
+from collections import Counter
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -46,12 +54,59 @@ def attributes_of(attributes: Any) -> dict[str, Any]:
 
 
 class Received:
-    """What a receiver stored: the decoded export requests, with accessors."""
+    """What a receiver stored: the decoded export requests, with accessors; and how it
+    answers (module docstring)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.trace_requests: list[Any] = []
         self.metric_requests: list[Any] = []
+        self.attempts: Counter[str] = Counter()
+        self.headers: list[dict[str, str]] = []
+        self.fail_with: Any = None
+        self.delay_s = 0.0
+        self.kill_after_traces: int | None = None
+        self.dead = False
+        self._released = threading.Event()
+        self._released.set()
+
+    def hold(self) -> None:
+        """Keep every request waiting, unanswered, until `release`."""
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _accept(self, signal: str, headers: dict[str, str]) -> bool:
+        """Whether to store and acknowledge this export (else answer with an error)."""
+        with self.lock:
+            self.attempts[signal] += 1
+            self.headers.append(headers)
+        self._released.wait()
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return not self.dead and self.fail_with is None
+
+    def _store(self, signal: str, request: Any) -> None:
+        with self.lock:
+            requests = self.trace_requests if signal == "traces" else self.metric_requests
+            requests.append(request)
+            dying = signal == "traces" and len(requests) == self.kill_after_traces
+            if dying:
+                self.dead = True
+        if dying:
+            threading.Thread(target=self._die, daemon=True).start()
+
+    def _die(self) -> None:
+        time.sleep(0.1)  # the acknowledgement goes out first
+        self.kill()
+
+    def kill(self) -> None:
+        """Stop listening, as a collector that was killed."""
+        self.stop()
+
+    def stop(self) -> None:
+        raise NotImplementedError
 
     def spans(self) -> list[Span]:
         with self.lock:
@@ -94,16 +149,21 @@ class GrpcReceiver(Received):
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         receiver = self
 
+        def answer(signal: str, request: Any, context: Any) -> None:
+            headers = dict(context.invocation_metadata())
+            if not receiver._accept(signal, headers):
+                status = grpc.StatusCode.UNAVAILABLE if receiver.dead else receiver.fail_with
+                context.abort(status, f"test receiver answers {status.name}")
+            receiver._store(signal, request)
+
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC name)
-                with receiver.lock:
-                    receiver.trace_requests.append(request)
+                answer("traces", request, context)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
-                with receiver.lock:
-                    receiver.metric_requests.append(request)
+                answer("metrics", request, context)
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self._server)
@@ -115,6 +175,8 @@ class GrpcReceiver(Received):
         return self
 
     def stop(self) -> None:
+        self.dead = True  # held requests are then let go unanswered, as the client gave up
+        self.release()
         self._server.stop(grace=None)
 
 
@@ -129,18 +191,21 @@ class HttpReceiver(Received):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path == "/v1/traces":
+                    signal = "traces"
                     request: Any = ExportTraceServiceRequest.FromString(body)
-                    reply = trace_service_pb2.ExportTraceServiceResponse()
-                    with receiver.lock:
-                        receiver.trace_requests.append(request)
+                    reply: Any = trace_service_pb2.ExportTraceServiceResponse()
                 elif self.path == "/v1/metrics":
+                    signal = "metrics"
                     request = ExportMetricsServiceRequest.FromString(body)
                     reply = metrics_service_pb2.ExportMetricsServiceResponse()
-                    with receiver.lock:
-                        receiver.metric_requests.append(request)
                 else:
                     self.send_error(404)
                     return
+                headers = {key.lower(): value for key, value in self.headers.items()}
+                if not receiver._accept(signal, headers):
+                    self.send_error(503 if receiver.dead else receiver.fail_with)
+                    return
+                receiver._store(signal, request)
                 payload = reply.SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -161,6 +226,8 @@ class HttpReceiver(Received):
         return self
 
     def stop(self) -> None:
+        self.dead = True  # held requests are then let go unanswered, as the client gave up
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 

@@ -255,7 +255,15 @@ def test_otlp_metrics_have_the_design_instruments_and_labels(exported_run: Expor
     sinks = {
         point["sink"]: point["_point"].as_int for point in points["esper.telemetry.sink_errors"]
     }
-    assert sinks == {"jsonl": 0, "recorder": 0, "otel": 0}
+    # Every hub sink and every exporter from zero, and what span limits dropped.
+    assert sinks == {
+        "jsonl": 0,
+        "recorder": 0,
+        "otel": 0,
+        "otlp_traces": 0,
+        "otlp_metrics": 0,
+        "span_limits": 0,
+    }
     epochs = points["esper.epoch.duration"][0]["_point"]
     assert epochs.count == 4 * 8
     assert list(epochs.explicit_bounds)[:3] == [0.005, 0.01, 0.025]

@@ -1,0 +1,78 @@
+"""The batching settings the export accounting depends on, read and checked up front.
+
+- OTEL_BSP_MAX_QUEUE_SIZE (2048) and OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512): the span
+  queue's bound and the largest export. `AccountingSpanProcessor` must know the bound
+  to count queue-full drops, so both are passed to the BatchSpanProcessor explicitly.
+  An unset batch size follows a smaller queue (the SDK would refuse to start with a
+  batch larger than the queue).
+- OTEL_METRIC_EXPORT_INTERVAL (60000 ms): must be finite and positive. The periodic
+  reader's last collection at shutdown is its final export; with an infinite interval
+  the SDK starts no collecting thread and would export nothing at all.
+
+A bad value is an error naming the variable, rather than the SDK's warning and default
+(or, for a batch larger than the queue, its exception).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from instrumentation.otel.errors import TelemetryConfigError
+
+QUEUE_SIZE_VARIABLE = "OTEL_BSP_MAX_QUEUE_SIZE"
+BATCH_SIZE_VARIABLE = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
+INTERVAL_VARIABLE = "OTEL_METRIC_EXPORT_INTERVAL"
+DEFAULT_QUEUE_SIZE = 2048
+DEFAULT_BATCH_SIZE = 512
+DEFAULT_INTERVAL_MS = 60_000.0
+
+
+def _text(environ: Mapping[str, str], name: str) -> str | None:
+    return environ.get(name, "").strip() or None
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = _text(environ, name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise TelemetryConfigError(f"{name}={text!r} is not a whole number") from None
+    if value <= 0:
+        raise TelemetryConfigError(f"{name}={text!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    max_queue_size: int
+    max_export_batch_size: int
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> QueueSettings:
+        queue = _positive_int(environ, QUEUE_SIZE_VARIABLE, DEFAULT_QUEUE_SIZE)
+        batch = _positive_int(environ, BATCH_SIZE_VARIABLE, min(DEFAULT_BATCH_SIZE, queue))
+        if batch > queue:
+            raise TelemetryConfigError(
+                f"{BATCH_SIZE_VARIABLE}={batch} is larger than {QUEUE_SIZE_VARIABLE}={queue}"
+            )
+        return cls(queue, batch)
+
+
+def metric_export_interval_ms(environ: Mapping[str, str] = os.environ) -> float:
+    text = _text(environ, INTERVAL_VARIABLE)
+    if text is None:
+        return DEFAULT_INTERVAL_MS
+    try:
+        value = float(text)
+    except ValueError:
+        raise TelemetryConfigError(
+            f"{INTERVAL_VARIABLE}={text!r} is not a number of milliseconds"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise TelemetryConfigError(f"{INTERVAL_VARIABLE}={text!r} must be finite and positive")
+    return value

@@ -1,0 +1,141 @@
+"""Exporter wrappers that book every export in a `SinkLedger`, with the failure's reason.
+
+They also own the inner exporter's shutdown, so that nothing reaches it after:
+
+- an export requested after shutdown is booked as lost to the shutdown and not passed
+  on (the SDK's exporters would log "Exporter already shutdown, ignoring batch", which a
+  metric reader's last collection used to print after the run's summary);
+- a shutdown requested while an export is in flight waits for that export to end (the
+  SDK's processors shut their exporter down when their own wait times out, which would
+  abort the export and log about it at an arbitrary moment); `abandon`, called when the
+  session's bound is reached and the ledger closed, shuts it down at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from instrumentation.otel import failures
+from instrumentation.otel.accounting import SHUTDOWN_BOUND, SinkLedger, export_failed
+from instrumentation.otel.redaction import redact
+
+_log = logging.getLogger(__name__)
+
+
+class ExportGuard:
+    """Books one exporter's exports and decides when its inner exporter shuts down."""
+
+    def __init__(self, ledger: SinkLedger, shutdown_inner: Callable[[], None]) -> None:
+        self.ledger = ledger
+        self._shutdown_inner = shutdown_inner
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._shutdown_requested = False
+        self._inner_shut_down = False
+
+    def run(self, items: int, export: Callable[[], bool]) -> bool:
+        """Call export (True on success) unless shut down; book its outcome."""
+        with self._lock:
+            if self._shutdown_requested:
+                if self.ledger.begin(items):
+                    self.ledger.finish(items, SHUTDOWN_BOUND)
+                return False
+            if not self.ledger.begin(items):
+                return False
+            self._in_flight += 1
+        reason: str | None = None
+        try:
+            with failures.attempt(self.ledger) as attempt:
+                try:
+                    succeeded = export()
+                except Exception as error:
+                    reason = export_failed(redact(f"{type(error).__name__}: {error}"))
+                    if not self.ledger.closed:  # else abandoned: the summary counted it
+                        _log.warning("%s export raised %s", self.ledger.sink, reason)
+                else:
+                    reason = None if succeeded else attempt.failure_reason()
+        finally:
+            self.ledger.finish(items, reason)
+            with self._lock:
+                self._in_flight -= 1
+                shut_now = self._take_shutdown(self._shutdown_requested and not self._in_flight)
+            if shut_now:
+                self._shutdown_inner()
+        return reason is None
+
+    def request_shutdown(self) -> None:
+        with self._lock:
+            self._shutdown_requested = True
+            shut_now = self._take_shutdown(not self._in_flight)
+        if shut_now:
+            self._shutdown_inner()
+
+    def abandon(self) -> None:
+        """The bound is reached: shut the inner exporter down now, interrupting retries."""
+        with self._lock:
+            self._shutdown_requested = True
+            shut_now = self._take_shutdown(True)
+        if shut_now:
+            self._shutdown_inner()
+
+    def _take_shutdown(self, due: bool) -> bool:
+        if due and not self._inner_shut_down:
+            self._inner_shut_down = True
+            return True
+        return False
+
+
+class CountingSpanExporter(SpanExporter):
+    def __init__(self, inner: SpanExporter, ledger: SinkLedger) -> None:
+        self._inner = inner
+        self.guard = ExportGuard(ledger, inner.shutdown)
+        failures.watch(inner)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        sent = self.guard.run(
+            len(spans), lambda: self._inner.export(spans) is SpanExportResult.SUCCESS
+        )
+        return SpanExportResult.SUCCESS if sent else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self.guard.request_shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class CountingMetricExporter(MetricExporter):
+    """Books each metric export (one collection of every instrument) as one item."""
+
+    def __init__(self, inner: MetricExporter, ledger: SinkLedger) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self._inner = inner
+        self.guard = ExportGuard(ledger, inner.shutdown)
+        failures.watch(inner)
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        def send() -> bool:
+            result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            return result is MetricExportResult.SUCCESS
+
+        self.guard.ledger.admit(1)
+        sent = self.guard.run(1, send)
+        return MetricExportResult.SUCCESS if sent else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis=timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.guard.request_shutdown()

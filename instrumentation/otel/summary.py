@@ -1,0 +1,75 @@
+"""The `export:` line of a run's summary (`esper train`, `esper replay`).
+
+    export:    traces 812 spans sent, 96 lost (export failed: UNAVAILABLE);
+               metrics 3 exports sent, 1 lost (export failed: HTTP 503)
+
+one part per exporter (on one line), losses by reason; span-limit drops follow the
+traces part. Without any exporter: `none configured (JSONL and console only)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from instrumentation.otel.accounting import ExportReport, SinkReport, SpanLimitReport
+
+LABEL = "  export:    "
+
+
+class ExportSource(Protocol):
+    """What the line is built from: an OpenTelemetrySession."""
+
+    @property
+    def prometheus_port(self) -> int | None: ...
+
+    def export_report(self) -> ExportReport: ...
+
+
+def export_line(session: ExportSource) -> str:
+    """The summary line; call it after the session's shutdown, when the counts are final."""
+    return LABEL + export_summary(session.export_report(), session.prometheus_port is not None)
+
+
+def export_summary(report: ExportReport, prometheus: bool = False) -> str:
+    if not report.sinks:
+        served = "; metrics served on /metrics" if prometheus else ""
+        return f"none configured (JSONL and console only{served})"
+    sinks = sorted(report.sinks, key=lambda sink: (sink.signal != "traces", sink.sink))
+    return "; ".join(_sink_part(sink, report.span_limits) for sink in sinks)
+
+
+def _sink_part(sink: SinkReport, limits: SpanLimitReport) -> str:
+    name = sink.signal if sink.sink.startswith("otlp") else f"{sink.signal} to console"
+    part = f"{name} {_count(sink.sent, sink.unit)} sent, {_losses(sink.lost)}"
+    if sink.signal == "traces" and limits.total:
+        part += f", span limits dropped {_limit_drops(limits)}"
+    return part
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}{'' if number == 1 else 's'}"
+
+
+def _losses(lost: Mapping[str, int]) -> str:
+    reasons = {reason: count for reason, count in lost.items() if count}
+    total = sum(reasons.values())
+    if not total:
+        return "none lost"
+    if len(reasons) == 1:
+        return f"{total} lost ({next(iter(reasons))})"
+    detail = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+    return f"{total} lost ({detail})"
+
+
+def _limit_drops(limits: SpanLimitReport) -> str:
+    parts = [
+        _count(count, unit)
+        for count, unit in (
+            (limits.events, "event"),
+            (limits.attributes, "attribute"),
+            (limits.links, "link"),
+        )
+        if count
+    ]
+    return ", ".join(parts)
