@@ -18,6 +18,7 @@ import torch
 from opentelemetry import trace
 from tqdm import tqdm
 
+from app.contracts import telemetry_names as names
 from app.contracts.events import TelemetryLevel
 from app.interrupts import StopRequest, Terminated, interrupted_before_start
 from app.training.checkpoint import CheckpointError, load_checkpoint
@@ -395,8 +396,8 @@ def _run(
 
 def _start(config: RunConfig, dataset: Dataset, run_id: str) -> VectorizedTrainer:
     """Open and close the short `esper.run` span that every batch trace links to."""
-    attributes = {"esper.run_id": run_id, **_span_attributes(config)}
-    with tracer.start_as_current_span("esper.run", attributes=attributes) as run_span:
+    attributes = {names.RUN_ID: run_id, **_span_attributes(config)}
+    with tracer.start_as_current_span(names.RUN_SPAN, attributes=attributes) as run_span:
         return VectorizedTrainer(config, dataset, run_id, run_span)
 
 
@@ -438,9 +439,9 @@ def _span_attributes(config: RunConfig) -> dict[str, str | int | float | bool]:
         if isinstance(value, dict):
             for inner, item in value.items():
                 if isinstance(item, str | int | float | bool):
-                    flat[f"esper.config.{key}.{inner}"] = item
+                    flat[f"{names.CONFIG_PREFIX}{key}.{inner}"] = item
         elif isinstance(value, str | int | float | bool):
-            flat[f"esper.config.{key}"] = value
+            flat[f"{names.CONFIG_PREFIX}{key}"] = value
     return flat
 
 

@@ -57,11 +57,11 @@ from opentelemetry.trace import Link, Span
 from opentelemetry.util.types import AttributeValue
 
 import app
+from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.jsonl_reader import LoggedEvent, LogLineError, open_log, read_logged_events
 from instrumentation.jsonl_reader import log_files as log_files  # re-exported for the CLI
 from instrumentation.otel.adapter import OpenTelemetrySink, timestamp_ns
-from instrumentation.otel.metrics import PART_ATTRIBUTE
 from instrumentation.otel.setup import (
     TRACES_SINK,
     OpenTelemetrySession,
@@ -78,7 +78,6 @@ from instrumentation.replay_plan import (
 
 _log = logging.getLogger(__name__)
 
-RUN_SPAN = "esper.run"
 RUN_FILE = "run.json"
 STANDARD_LOG_NAME = "events.jsonl"
 FLUSH_TIMEOUT_MS = 10_000
@@ -224,11 +223,11 @@ class LogReplayer:
         if self._run_link is None:
             moment = timestamp_ns(first.timestamp)
             attributes: dict[str, AttributeValue] = {
-                "esper.run_id": self.counts.run_id,
-                "esper.replayed": True,
+                names.RUN_ID: self.counts.run_id,
+                names.REPLAYED: True,
             }
             span = self._tracer.start_span(
-                RUN_SPAN, context=Context(), attributes=attributes, start_time=moment
+                names.RUN_SPAN, context=Context(), attributes=attributes, start_time=moment
             )
             span.end(end_time=moment)
             self._run_link = Link(span.get_span_context())
@@ -246,12 +245,12 @@ class LogReplayer:
         number = update.data.get("batch") if update is not None else None
         self._last_batch = number if _is_int(number) else self._last_batch + 1
         attributes: dict[str, AttributeValue] = {
-            "esper.run_id": self.counts.run_id,
-            "esper.batch": self._last_batch,
-            "esper.replayed": True,
+            names.RUN_ID: self.counts.run_id,
+            names.BATCH: self._last_batch,
+            names.REPLAYED: True,
         }
         if self._episodes_before is not None:
-            attributes["esper.episodes_completed"] = self._episodes_before
+            attributes[names.EPISODES_COMPLETED] = self._episodes_before
         episodes = update.data.get("episodes_completed") if update is not None else None
         self._episodes_before = episodes if _is_int(episodes) else None
         return attributes
@@ -355,7 +354,7 @@ class LogReplayer:
         if counts.split_spans:
             lines.append(
                 f"  spans:     {counts.split_spans} span(s) continued in parts of at most "
-                f"{self._limits.span_events} events ({PART_ATTRIBUTE})"
+                f"{self._limits.span_events} events ({names.REPLAY_PART})"
             )
         if counts.dropped:
             lines.append(

@@ -32,11 +32,11 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
 from app.contracts.stages import SeedStage
 
 METER_NAME = "esper"
-RUN_ID = "run_id"
 
 # Bucket upper bounds in seconds for the duration histograms: an epoch of a small host
 # takes tens of milliseconds, a batch of a default run minutes; 5 ms to 1 h spans both
@@ -62,22 +62,8 @@ SECONDS_BUCKETS: tuple[float, ...] = (
     3600.0,
 )
 
-# PPO_UPDATE_COMPLETED data key -> gauge instrument name (Prometheus: dots -> underscores).
-PPO_GAUGES: Mapping[str, str] = {
-    key: f"esper.ppo.{key}"
-    for key in (
-        "policy_loss",
-        "value_loss",
-        "entropy",
-        "entropy_coef",
-        "approx_kl",
-        "clip_fraction",
-        "ratio_max",
-        "ratio_min",
-        "ratio_std",
-        "explained_variance",
-    )
-}
+# PPO_UPDATE_COMPLETED data key -> gauge instrument name.
+PPO_GAUGES: Mapping[str, str] = {key: names.ppo_gauge(key) for key in names.PPO_STATISTICS}
 
 # Anomaly types the detector knows (app/rl/anomaly.py); reported at zero from the start
 # so that dashboards and alerts see a series before the first anomaly.
@@ -92,12 +78,6 @@ KNOWN_ANOMALY_TYPES = (
 # Every stage a live seed can be in; DORMANT means the slot holds no seed.
 SEED_STAGES = tuple(stage.name for stage in SeedStage if stage is not SeedStage.DORMANT)
 _DORMANT = SeedStage.DORMANT.name
-
-BATCH_SPAN = "esper.batch"
-EPISODE_SPAN = "esper.episode"
-UPDATE_SPAN = "esper.ppo.update"
-# Set by `esper replay` on each part of a span it had to split (replay_plan.py).
-PART_ATTRIBUTE = "esper.replay.part"
 
 # Export failures by sink label, e.g. {"otlp_traces": 3}; see setup.py.
 SinkErrorSource = Callable[[], Mapping[str, int]]
@@ -237,7 +217,7 @@ class EsperInstruments:
         state: MetricState,
         sink_errors: SinkErrorSource,
     ) -> None:
-        self._run = {RUN_ID: run_id}
+        self._run = {names.RUN_ID_LABEL: run_id}
         self._state = state
         self._sink_errors = sink_errors
         for key, name in PPO_GAUGES.items():
@@ -248,52 +228,52 @@ class EsperInstruments:
                 description=f"PPO {key.replace('_', ' ')} of the latest update",
             )
         meter.create_observable_gauge(
-            "esper.training.accuracy",
+            names.TRAINING_ACCURACY,
             callbacks=[self._accuracy],
             unit="",
             description="Validation accuracy in percent: last batch mean, rolling mean",
         )
         meter.create_observable_gauge(
-            "esper.training.reward",
+            names.TRAINING_REWARD,
             callbacks=[self._reward],
             unit="",
             description="Mean episode return of the last batch",
         )
         meter.create_observable_counter(
-            "esper.episodes",
+            names.EPISODES,
             callbacks=[self._episodes],
             unit="",
             description="Episodes completed",
         )
         meter.create_observable_counter(
-            "esper.events",
+            names.EVENTS,
             callbacks=[self._events],
             unit="",
             description="Domain events emitted, by type and severity",
         )
         meter.create_observable_counter(
-            "esper.anomalies",
+            names.ANOMALIES,
             callbacks=[self._anomalies],
             unit="",
             description="PPO anomalies detected, by type",
         )
         meter.create_observable_gauge(
-            "esper.seeds",
+            names.SEEDS,
             callbacks=[self._seeds],
             unit="",
             description="Seeds in each lifecycle stage, over all environments",
         )
         meter.create_observable_counter(
-            "esper.telemetry.sink_errors",
+            names.SINK_ERRORS,
             callbacks=[self._sink_error_counts],
             unit="",
             description="Telemetry sink failures and dropped exports, by sink",
         )
-        self.batch_duration = self._seconds(meter, "esper.batch.duration", "One PPO batch")
+        self.batch_duration = self._seconds(meter, names.BATCH_DURATION, "One PPO batch")
         self.epoch_duration = self._seconds(
-            meter, "esper.epoch.duration", "One host epoch: train and validate"
+            meter, names.EPOCH_DURATION, "One host epoch: train and validate"
         )
-        self.update_duration = self._seconds(meter, "esper.ppo.update.duration", "One PPO update")
+        self.update_duration = self._seconds(meter, names.UPDATE_DURATION, "One PPO update")
 
     @property
     def run_attributes(self) -> Mapping[str, str]:
@@ -318,7 +298,7 @@ class EsperInstruments:
     def _accuracy(self, options: CallbackOptions) -> Iterable[Observation]:
         accuracy = self._state.snapshot().accuracy
         return [
-            Observation(value, {**self._run, "window": window})
+            Observation(value, {**self._run, names.WINDOW_LABEL: window})
             for window, value in sorted(accuracy.items())
         ]
 
@@ -331,25 +311,28 @@ class EsperInstruments:
 
     def _events(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(count, {**self._run, "event_type": event_type, "severity": severity})
+            Observation(
+                count,
+                {**self._run, names.EVENT_TYPE_LABEL: event_type, names.SEVERITY_LABEL: severity},
+            )
             for (event_type, severity), count in sorted(self._state.snapshot().events.items())
         ]
 
     def _anomalies(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(count, {**self._run, "anomaly_type": anomaly_type})
+            Observation(count, {**self._run, names.ANOMALY_TYPE_LABEL: anomaly_type})
             for anomaly_type, count in sorted(self._state.snapshot().anomalies.items())
         ]
 
     def _seeds(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(count, {**self._run, "stage": stage})
+            Observation(count, {**self._run, names.STAGE_LABEL: stage})
             for stage, count in self._state.snapshot().seeds.items()
         ]
 
     def _sink_error_counts(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(count, {**self._run, "sink": sink})
+            Observation(count, {**self._run, names.SINK_LABEL: sink})
             for sink, count in sorted(self._sink_errors().items())
         ]
 
@@ -384,24 +367,24 @@ class SpanMetricsProcessor(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.attributes is not None and span.attributes.get(PART_ATTRIBUTE, 1) != 1:
+        if span.attributes is not None and span.attributes.get(names.REPLAY_PART, 1) != 1:
             return  # a replayed span's later part: the span is counted once, at its first
         name = span.name
-        if name == EPISODE_SPAN:
+        if name == names.EPISODE_SPAN:
             self._metrics.state.count_episode()
             return
-        if name not in (BATCH_SPAN, UPDATE_SPAN) or span.start_time is None:
+        if name not in (names.BATCH_SPAN, names.UPDATE_SPAN) or span.start_time is None:
             return
         if span.end_time is None:
             return
         seconds = (span.end_time - span.start_time) / 1e9
         instruments = self._metrics.instruments
         histogram = (
-            instruments.batch_duration if name == BATCH_SPAN else instruments.update_duration
+            instruments.batch_duration if name == names.BATCH_SPAN else instruments.update_duration
         )
         histogram.record(seconds, instruments.run_attributes)
-        if name == BATCH_SPAN and span.attributes is not None:
-            accuracy = _number(span.attributes.get("esper.avg_accuracy"))
+        if name == names.BATCH_SPAN and span.attributes is not None:
+            accuracy = _number(span.attributes.get(names.AVG_ACCURACY))
             if accuracy is not None:
                 self._metrics.state.set_batch_accuracy(accuracy)
 

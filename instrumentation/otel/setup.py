@@ -81,6 +81,7 @@ from opentelemetry.util.types import Attributes
 from prometheus_client import CollectorRegistry, start_http_server
 
 import app
+from app.contracts import telemetry_names as names
 from instrumentation.otel import failures
 from instrumentation.otel.accounting import ExportAccounts, ExportReport
 from instrumentation.otel.adapter import OpenTelemetrySink
@@ -201,7 +202,7 @@ def build_resource(run_id: str) -> Resource:
             "service.name": service_name,
             "service.version": app.__version__,
             "service.instance.id": run_id,
-            "esper.run_id": run_id,
+            names.RUN_ID: run_id,
         }
     )
 
