@@ -276,7 +276,9 @@ class LogReplayer:
         emitted = 0
         for logged, planned in plan.events:
             span = spans[planned]
-            if span.is_recording():
+            # Every span records (metrics must not depend on sampling); only a sampled
+            # one is exported, and only it holds span events.
+            if span.get_span_context().trace_flags.sampled:
                 emitted += 1
             else:
                 self.counts.unsampled += 1
