@@ -1,8 +1,8 @@
 """Reads an `events.jsonl` log back into events, reporting corrupt lines without stopping.
 
-Replay and report read logs written by this project and by the original system
-(`tests/fixtures/` keeps one). A line that is not JSON, not an object, or not a valid event is
-reported with its line number and skipped; every other line still comes out. The
+`esper replay` reads logs written by this project and by the original system
+(`tests/fixtures/` keeps one). A line that is not JSON, not an object, or not a valid
+event is reported with its line number and skipped; every other line still comes out. The
 strings "NaN", "Infinity" and "-Infinity" stay strings, so a round trip is lossless;
 bare NaN/Infinity tokens, which a non-strict writer may have produced, read as floats.
 `trace_id` and `span_id` are not part of an event; `read_logged_events` keeps them beside
