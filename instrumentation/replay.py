@@ -52,7 +52,7 @@ from typing import TypeGuard
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.trace import Link, Span
 from opentelemetry.util.types import AttributeValue
 
@@ -61,13 +61,10 @@ from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.jsonl_reader import LoggedEvent, LogLineError, open_log, read_logged_events
 from instrumentation.jsonl_reader import log_files as log_files  # re-exported for the CLI
+from instrumentation.otel.accounting import TRACES_SINK
 from instrumentation.otel.adapter import OpenTelemetrySink, timestamp_ns
-from instrumentation.otel.setup import (
-    TRACES_SINK,
-    OpenTelemetrySession,
-    SignalExport,
-    sdk_disabled,
-)
+from instrumentation.otel.environment import SignalExport, sdk_disabled
+from instrumentation.otel.session import OpenTelemetrySession
 from instrumentation.otel.summary import export_line
 from instrumentation.replay_plan import (
     PlannedSpan,
@@ -192,10 +189,10 @@ class LogReplayer:
         files: int,
         on_error: Callable[[LogLineError], None],
     ) -> None:
-        if session.tracer_provider is None or session.sink is None:
+        if session.tracer_provider is None or session.span_limits is None or session.sink is None:
             raise ReplayInputError("OpenTelemetry is disabled: nothing to replay to")
         self._provider: TracerProvider = session.tracer_provider
-        self._limits = _trace_limits(self._provider)
+        self._limits = _trace_limits(session.span_limits)
         self._sink: OpenTelemetrySink = session.sink
         self._session = session
         self._tracer = self._provider.get_tracer("esper.replay", app.__version__)
@@ -370,10 +367,10 @@ class LogReplayer:
         return lines
 
 
-def _trace_limits(provider: TracerProvider) -> TraceLimits:
-    """The provider's span-event limit (OTEL_SPAN_EVENT_COUNT_LIMIT, else the SDK's
-    default); the SDK offers no public accessor for the limits it enforces."""
-    span_events = provider._span_limits.max_events
+def _trace_limits(span_limits: SpanLimits) -> TraceLimits:
+    """The session's span-event limit (OTEL_SPAN_EVENT_COUNT_LIMIT, else the SDK's
+    default), as its tracer provider enforces it."""
+    span_events = span_limits.max_events
     if span_events == 0:
         raise ReplayInputError(
             "OTEL_SPAN_EVENT_COUNT_LIMIT=0: a span can hold no event, nothing would be replayed"

@@ -13,7 +13,7 @@ default (OTEL_SPAN_EVENT_COUNT_LIMIT, OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT) and sile
 drops the rest. The largest event is a DEBUG PPO_UPDATE_COMPLETED: 21 data keys, the
 standard attributes, and `layer_grad_stats`, 4 statistics for each parameter tensor of
 the policy (12 tensors for the feedforward network, 10 for the LSTM), about 75
-attributes. `setup.py` raises the per-event limit to 256 unless the environment sets
+attributes. `environment.py` raises the per-event limit to 256 unless the environment sets
 one, so a policy twice as deep still fits; flattened keys keep each statistic
 searchable in Jaeger, which a JSON-encoded blob would not. Events per span stay far
 below 128 because there is one trace per batch: an `esper.epoch` span gets its epoch's

@@ -1,5 +1,5 @@
 """SIGTERM during a run that exports over OTLP: the run exits 143 within the shutdown bound
-of instrumentation/otel/setup.py, and what the completed batch recorded (its `esper.batch`
+of instrumentation/otel/session.py, and what the completed batch recorded (its `esper.batch`
 trace with the `esper.ppo.update` span and its event) and the metrics reached the collector
 (nothing is lost on SIGTERM). A second Ctrl-C while the export waits on a
 collector that never answers ends the wait: the log is whole, the summary says so."""

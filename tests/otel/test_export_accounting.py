@@ -14,10 +14,10 @@ import pytest
 from receivers import GrpcReceiver, HttpReceiver, Received, free_port
 
 from app.contracts import telemetry_names as names
+from instrumentation.otel import OpenTelemetrySession, configure_opentelemetry
 from instrumentation.otel.accounting import QUEUE_FULL, SHUTDOWN_BOUND
 from instrumentation.otel.batching import QueueSettings
 from instrumentation.otel.errors import TelemetryConfigError
-from instrumentation.otel.setup import OpenTelemetrySession, configure_opentelemetry
 from instrumentation.otel.summary import export_line
 
 

@@ -12,20 +12,16 @@ from receivers import BlackHole, GrpcReceiver, free_port
 
 from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, Severity, TelemetryEvent
-from instrumentation.otel import setup
-from instrumentation.otel.setup import (
-    SignalExport,
-    TelemetryConfigError,
-    build_resource,
-    configure_opentelemetry,
-)
+from instrumentation.otel import TelemetryConfigError, configure_opentelemetry, setup
+from instrumentation.otel.environment import DEFAULT_EXPORT_TIMEOUT_S, SignalExport
+from instrumentation.otel.resource import build_resource
 
 
 @pytest.fixture
 def no_otlp(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if an OTLP exporter is created."""
 
-    def refuse(export: SignalExport) -> None:
+    def refuse(export: SignalExport, *preferences: object) -> None:
         raise AssertionError(f"an OTLP exporter was created for {export.signal}")
 
     monkeypatch.setattr(setup, "otlp_span_exporter", refuse)
@@ -66,7 +62,7 @@ def test_protocol_default_and_per_signal_override(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
     assert SignalExport.from_environment("traces").protocol == "grpc"
     assert SignalExport.from_environment("metrics").protocol == "http/protobuf"
-    assert SignalExport.from_environment("traces").timeout_s == setup.DEFAULT_EXPORT_TIMEOUT_S
+    assert SignalExport.from_environment("traces").timeout_s == DEFAULT_EXPORT_TIMEOUT_S
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,7 @@ def test_events_the_sdk_drops_anyway_are_reported_and_fail_the_replay(
 ) -> None:
     # A planner that ignores the limit: the fault the accounting must catch.
     monkeypatch.setattr(
-        "instrumentation.replay._trace_limits", lambda provider: TraceLimits(span_events=None)
+        "instrumentation.replay._trace_limits", lambda span_limits: TraceLimits(span_events=None)
     )
 
     replayed = replay("grpc", [str(legacy_log)], {"OTEL_SPAN_EVENT_COUNT_LIMIT": "5"})
