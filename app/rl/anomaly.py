@@ -11,7 +11,7 @@ from typing import Any
 
 from app import telemetry
 from app.contracts.events import EventType, Severity, TelemetryEvent, TelemetryLevel
-from app.rl.ppo import PPOUpdateMetrics
+from app.rl.ppo_statistics import PPOUpdateMetrics
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from app.control.heuristic import HeuristicConfig
 from app.control.tracker import TrackerConfig
 from app.model.slot import SlotConfig
 from app.rl.anomaly import AnomalyThresholds
-from app.rl.ppo import PPOConfig
+from app.rl.ppo_config import PPOConfig
 from app.rl.reward_hacking import RewardHackingConfig
 from app.rl.rewards import RewardConfig
 from app.training.environment import HostConfig

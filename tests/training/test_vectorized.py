@@ -20,7 +20,7 @@ from app.contracts.events import EventType, Severity, TelemetryEvent, TelemetryL
 from app.contracts.stages import SeedStage
 from app.model.host import SLOT_ID
 from app.rl.anomaly import Anomaly, AnomalyThresholds
-from app.rl.ppo import LAYER_STAT_NAMES
+from app.rl.ppo_statistics import LAYER_STAT_NAMES
 from app.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from app.training.commands import run_command
 from app.training.config import RunConfig
