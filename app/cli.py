@@ -21,6 +21,7 @@ from tqdm import tqdm
 from app.contracts import telemetry_names as names
 from app.contracts.events import TelemetryLevel
 from app.interrupts import StopRequest, Terminated, interrupted_before_start
+from app.settings import render
 from app.training.checkpoint import CheckpointError, load_checkpoint
 from app.training.checkpoint_saver import CheckpointSaver, checkpoint_lines
 from app.training.config import CONTROLLERS, RunConfig
@@ -31,7 +32,6 @@ from app.training.overrides import (
     apply_parsed,
     config_table,
     parse_override,
-    render,
     sections,
 )
 from app.training.progress import ProgressThresholds

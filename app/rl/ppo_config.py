@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.settings import check
+
 
 @dataclass(frozen=True)
 class PPOConfig:
@@ -36,30 +38,8 @@ class PPOConfig:
     action_prior: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        positive = {
-            "lr": self.lr,
-            "clip_coef": self.clip_coef,
-            "value_clip_coef": self.value_clip_coef,
-            "max_grad_norm": self.max_grad_norm,
-            "update_epochs": self.update_epochs,
-            "num_minibatches": self.num_minibatches,
-            "hidden_size": self.hidden_size,
-            "chunk_length": self.chunk_length,
-            "target_kl": self.target_kl,
-        }
-        for name, value in positive.items():
-            if value is not None and not value > 0:
-                raise ValueError(f"PPOConfig.{name} must be > 0, got {value}")
-        non_negative = {
-            "vf_coef": self.vf_coef,
-            "ent_coef": self.ent_coef,
-            "ent_coef_final": self.ent_coef_final,
-            "ent_coef_floor": self.ent_coef_floor,
-            "ent_anneal_updates": self.ent_anneal_updates,
-        }
-        for name, value in non_negative.items():
-            if not value >= 0:
-                raise ValueError(f"PPOConfig.{name} must be >= 0, got {value}")
-        for name, value in {"gamma": self.gamma, "gae_lambda": self.gae_lambda}.items():
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"PPOConfig.{name} must be in [0, 1], got {value}")
+        check(self, "lr", "clip_coef", "value_clip_coef", "max_grad_norm", "target_kl", gt=0)
+        check(self, "update_epochs", "num_minibatches", "hidden_size", "chunk_length", ge=1)
+        check(self, "vf_coef", "ent_coef", "ent_coef_final", "ent_coef_floor", ge=0)
+        check(self, "ent_anneal_updates", ge=0)
+        check(self, "gamma", "gae_lambda", ge=0, le=1)

@@ -98,8 +98,16 @@ def test_related_fields_can_be_changed_in_either_order() -> None:
         ("envs=8", "--set envs=8: envs is not a section; use --envs"),
         ("max_epochs=8", "--set max_epochs=8: max_epochs is not a section; use --max-epochs"),
         # The section's own __post_init__ check, reported against the override.
-        ("health.grad_vanishing=1e5", "--set health.grad_vanishing=1e5: grad_vanishing must be"),
-        ("progress.plateau=3", "--set progress.plateau=3: progress thresholds need"),
+        (
+            "health.grad_vanishing=1e5",
+            "--set health.grad_vanishing=1e5: health.grad_vanishing must be less than "
+            "grad_exploding (1000), got 100000",
+        ),
+        (
+            "progress.plateau=3",
+            "--set progress.plateau=3: progress.plateau must be at least 0 and at most "
+            "improvement (2), got 3",
+        ),
     ],
 )
 def test_errors_name_the_override_and_the_problem(override: str, message: str) -> None:
@@ -113,7 +121,7 @@ def test_errors_name_the_override_and_the_problem(override: str, message: str) -
 def test_a_failed_section_check_names_every_override_of_that_section() -> None:
     with pytest.raises(
         OverrideError,
-        match=r"^--set progress\.improvement=0\.1, --set progress\.plateau=0\.2: progress thr",
+        match=r"^--set progress\.improvement=0\.1, --set progress\.plateau=0\.2: progress\.plat",
     ):
         apply_overrides(DEFAULT, ["progress.improvement=0.1", "progress.plateau=0.2", "ppo.lr=1"])
 
@@ -278,8 +286,15 @@ def test_flags_and_set_end_the_same_way(
         (["--set", "health.grad_exploding=abc"], "--set health.grad_exploding=abc: expected"),
         (["--set", "helth.x=1"], "unknown section 'helth'"),
         (["--set", "envs=2"], "use --envs"),
-        (["--set", "health.grad_vanishing=1e5"], "grad_vanishing must be below grad_exploding"),
-        (["--plateau-threshold", "3"], "--plateau-threshold 3.0: progress thresholds"),
+        (
+            ["--set", "health.grad_vanishing=1e5"],
+            "health.grad_vanishing must be less than grad_exploding (1000), got 100000",
+        ),
+        (
+            ["--plateau-threshold", "3"],
+            "--plateau-threshold 3.0: progress.plateau must be at least 0 and at most "
+            "improvement (2), got 3",
+        ),
         (["--show-config", "--set", "ppo.lr"], "--set ppo.lr: expected SECTION.FIELD=VALUE"),
     ],
     ids=["bad-value", "bad-section", "top-level", "section-check", "flag-check", "show-config"],
@@ -300,13 +315,21 @@ def test_a_bad_override_exits_2_with_one_line_and_creates_nothing(
 @pytest.mark.parametrize(
     ("override", "named"),
     [
-        ("host.width=0", "HostConfig.width must be at least 1"),
-        ("host.batch_size=0", "HostConfig.batch_size must be at least 1"),
-        ("host.lr=0", "HostConfig.lr must be > 0"),
-        ("host.lr_decay=1.5", "HostConfig.lr_decay must be in (0, 1]"),
-        ("heuristic.blueprints=conv_light,foo", "HeuristicConfig.blueprints must name some of"),
-        ("heuristic.blueprints=", "got none"),
-        ("heuristic.plateau_patience=-1", "HeuristicConfig.plateau_patience must be >= 0"),
+        ("host.width=0", "host.width must be at least 1, got 0"),
+        ("host.batch_size=0", "host.batch_size must be at least 1, got 0"),
+        ("host.lr=0", "host.lr must be greater than 0, got 0"),
+        ("host.lr_decay=1.5", "host.lr_decay must be greater than 0 and at most 1, got 1.5"),
+        (
+            "heuristic.blueprints=conv_light,foo",
+            "heuristic.blueprints must be one or more of conv_light, conv_heavy, depthwise, "
+            "attention, norm, got conv_light,foo",
+        ),
+        (
+            "heuristic.blueprints=",
+            "heuristic.blueprints must be one or more of conv_light, conv_heavy, depthwise, "
+            "attention, norm, got nothing",
+        ),
+        ("heuristic.plateau_patience=-1", "heuristic.plateau_patience must be at least 0, got -1"),
     ],
 )
 def test_sizes_and_names_are_validated_before_training(override: str, named: str) -> None:
