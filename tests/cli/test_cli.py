@@ -431,7 +431,7 @@ def test_an_event_shown_on_the_console_is_in_the_log_when_ctrl_c_lands_between_s
             if event.event_type == EventType.PPO_UPDATE_COMPLETED:
                 raise KeyboardInterrupt  # Ctrl-C right after the update was printed
 
-    monkeypatch.setattr("app.cli.ConsoleSink", InterruptedConsole)
+    monkeypatch.setattr("app.cli.train.ConsoleSink", InterruptedConsole)
     args = ["train", *SYNTHETIC, "--episodes", "4", "--telemetry-dir", str(tmp_path)]
     code, err = esper_here(args, capsys)
     assert code == 130
