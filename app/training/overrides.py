@@ -13,7 +13,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any
 
@@ -119,12 +119,6 @@ def apply_parsed(config: RunConfig, overrides: Iterable[Override]) -> RunConfig:
             problem = error.naming(name) if isinstance(error, ConfigError) else str(error)
             raise OverrideError(f"{named}: {problem}") from None
     return dataclasses.replace(config, **changes)
-
-
-def apply_overrides(config: RunConfig, overrides: Sequence[str]) -> RunConfig:
-    """`config` with each `SECTION.FIELD=VALUE` in `overrides` applied; the last one
-    for a key wins. Raises OverrideError, one line naming the override."""
-    return apply_parsed(config, [parse_override(config, text) for text in overrides])
 
 
 def config_table(config: RunConfig) -> list[tuple[str, str]]:
