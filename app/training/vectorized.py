@@ -32,7 +32,8 @@ from app.rl.anomaly import AnomalyDetector, TelemetryEscalation, report
 from app.rl.buffer import RolloutBuffer
 from app.rl.features import OBS_DIM, observation
 from app.rl.networks import Hidden
-from app.rl.ppo import PPOAgent, PPOUpdateMetrics
+from app.rl.ppo import PPOAgent
+from app.rl.ppo_statistics import PPOUpdateMetrics
 from app.rl.reward_hacking import RewardHackingDetector, StepOutcome
 from app.rl.rewards import step_reward
 from app.training.checkpoint import CheckpointError

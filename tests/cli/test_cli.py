@@ -23,7 +23,7 @@ from app.contracts.events import RECORD_KEYS, EventType, Severity, TelemetryEven
 from instrumentation.jsonl_reader import read_events
 from instrumentation.sinks import ConsoleSink
 
-# Fast runs for everything but the done criterion.
+# Fast runs for everything but the full-size run through the console script.
 SYNTHETIC = ("--dataset", "synthetic", "--envs", "2", "--max-epochs", "3", "--no-progress")
 RUN_DIR = re.compile(r"telemetry_\d{4}-\d{2}-\d{2}_\d{6}(_\d+)?")
 
@@ -104,7 +104,7 @@ def run_id_of(log: Path) -> str:
     return run_id
 
 
-# --- the done criterion ---------------------------------------------------------------------
+# --- a full-size run through the console script ----------------------------------------------
 
 
 def _console_script() -> list[str]:
@@ -114,7 +114,7 @@ def _console_script() -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["--recurrent"]], ids=["feedforward", "recurrent"])
-def test_done_criterion_train_writes_a_complete_strict_event_log(
+def test_train_writes_a_complete_strict_event_log_and_a_summary(
     tmp_path: Path, extra: list[str]
 ) -> None:
     telemetry_dir = tmp_path / "telemetry"
@@ -431,7 +431,7 @@ def test_an_event_shown_on_the_console_is_in_the_log_when_ctrl_c_lands_between_s
             if event.event_type == EventType.PPO_UPDATE_COMPLETED:
                 raise KeyboardInterrupt  # Ctrl-C right after the update was printed
 
-    monkeypatch.setattr("app.cli.ConsoleSink", InterruptedConsole)
+    monkeypatch.setattr("app.cli.train.ConsoleSink", InterruptedConsole)
     args = ["train", *SYNTHETIC, "--episodes", "4", "--telemetry-dir", str(tmp_path)]
     code, err = esper_here(args, capsys)
     assert code == 130

@@ -100,7 +100,7 @@ def test_an_update_shown_on_the_console_reaches_otlp_when_sigterm_lands_between_
             if event.event_type == EventType.PPO_UPDATE_COMPLETED:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr("app.cli.ConsoleSink", TerminatedAfterConsole)
+    monkeypatch.setattr("app.cli.train.ConsoleSink", TerminatedAfterConsole)
     for name in [name for name in os.environ if name.startswith("OTEL_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)

@@ -214,7 +214,7 @@ def emitted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TelemetryEvent]]:
             seen.append(event)
             super().emit(event)
 
-    monkeypatch.setattr("app.cli.ConsoleSink", RecordingConsole)
+    monkeypatch.setattr("app.cli.train.ConsoleSink", RecordingConsole)
     threads = torch.get_num_threads()
     handler = telemetry.event_handler()
     yield seen
