@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.contracts.events import EventType, Severity, TelemetryEvent
+from instrumentation.jsonl_reader import LogLineError, log_files, read_logged_events
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -91,3 +93,19 @@ class EventRecorder(list[TelemetryEvent]):
     def of_type(self, event_type: EventType) -> list[TelemetryEvent]:
         """The recorded events of `event_type`, in order."""
         return [event for event in self if event.event_type == event_type]
+
+
+def read_log(
+    path: Path, on_error: Callable[[LogLineError], None] | None = None
+) -> list[TelemetryEvent]:
+    """The events of a log and its rotated predecessors, oldest first, read as `esper
+    replay` reads them; bad lines go to on_error (by default they fail the test)."""
+
+    def fail(error: LogLineError) -> None:
+        raise AssertionError(f"unreadable line {error}")
+
+    return [
+        logged.event
+        for file in log_files(path)
+        for logged in read_logged_events(file, on_error or fail)
+    ]

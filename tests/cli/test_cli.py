@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import PPO_FIELDS
+from helpers import PPO_FIELDS, read_log
 
 from app import telemetry
 from app.cli import main
 from app.contracts.events import RECORD_KEYS, EventType, Severity, TelemetryEvent, TelemetryLevel
-from instrumentation.jsonl_reader import read_events
 from instrumentation.sinks import ConsoleSink
 
 # Fast runs for everything but the full-size run through the console script.
@@ -90,7 +89,7 @@ def strict_records(path: Path) -> list[dict[str, Any]]:
         records.append(record)
     # The project's own reader accepts every line.
     errors: list[Any] = []
-    assert len(list(read_events(path, on_error=errors.append))) == len(records)
+    assert len(list(read_log(path, on_error=errors.append))) == len(records)
     assert errors == []
     return records
 
