@@ -34,10 +34,6 @@ def set_level(level: TelemetryLevel) -> None:
     _level = level
 
 
-def current_level() -> TelemetryLevel:
-    return _level
-
-
 def emit(event: TelemetryEvent) -> None:
     """Hand an event to the installed handler if the current level admits its type."""
     if _handler is not None and _level >= minimum_level(event.event_type):

@@ -1,12 +1,12 @@
 """Reads an `events.jsonl` log back into events, reporting corrupt lines without stopping.
 
-Replay and report read logs written by this project and by the original system
-(`tests/fixtures/` keeps one). A line that is not JSON, not an object, or not a valid event is
-reported with its line number and skipped; every other line still comes out. The
+`esper replay` reads logs written by this project and by the original system
+(`tests/fixtures/` keeps one). A line that is not JSON, not an object, or not a valid
+event is reported with its line number and skipped; every other line still comes out. The
 strings "NaN", "Infinity" and "-Infinity" stay strings, so a round trip is lossless;
 bare NaN/Infinity tokens, which a non-strict writer may have produced, read as floats.
 `trace_id` and `span_id` are not part of an event; `read_logged_events` keeps them beside
-it for replay, `read_events` drops them.
+it, for replay.
 
 Limits, so that a corrupt or hostile file costs bounded memory and time: a line holds at
 most `MAX_LINE_BYTES` bytes (a DEBUG PPO_UPDATE_COMPLETED with per-layer statistics, the
@@ -18,10 +18,10 @@ parser nor any later recursive walk of the data (strict-JSON conversion, attribu
 flattening) can reach Python's recursion limit. Only regular files are read: a FIFO would
 block and a device such as /dev/zero never end, so `open_log` refuses them.
 
-A log may be a rotated set (`JsonlSink(max_bytes=...)`, or logrotate): `log_files` is the one
-place that knows its order, and `read_log_set` / `read_logged_log_set` read the whole set
-as one log. When rotation kept a bounded number of files, the set starts with the oldest
-line still kept, not with the run's first event.
+A log may be a rotated set (`JsonlSink(max_bytes=...)`, or logrotate): `log_files` is the
+one place that knows its order, oldest file first; reading each of its files in turn reads
+the whole set as one log. When rotation kept a bounded number of files, the set starts
+with the oldest line still kept, not with the run's first event.
 """
 
 from __future__ import annotations
@@ -86,23 +86,15 @@ class LoggedEvent:
     span_id: str | None = None
 
 
-def read_events(
+def read_logged_events(
     path: Path, on_error: Callable[[LogLineError], None] = _log_warning
-) -> Iterator[TelemetryEvent]:
-    """Yield the events of the log in file order; bad lines go to on_error, then skipped.
+) -> Iterator[LoggedEvent]:
+    """Yield the events of the log in file order, each with its line's `trace_id` and
+    `span_id` (None when absent or not strings); bad lines go to on_error, then skipped.
 
     Blank lines are ignored. The default on_error logs a warning, so nothing is dropped
     silently.
     """
-    for logged in read_logged_events(path, on_error):
-        yield logged.event
-
-
-def read_logged_events(
-    path: Path, on_error: Callable[[LogLineError], None] = _log_warning
-) -> Iterator[LoggedEvent]:
-    """Like `read_events`, with each line's `trace_id` and `span_id` (None when absent or
-    not strings)."""
     with open_log(path) as file:
         for line_number, raw in enumerate(_lines(file), start=1):
             if isinstance(raw, _OverLong):
@@ -179,26 +171,6 @@ def log_files(path: Path) -> list[Path]:
         if match:
             rotated.append((int(match[1]), sibling))
     return [sibling for _, sibling in sorted(rotated, reverse=True)] + [path]
-
-
-def read_log_set(
-    path: Path, on_error: Callable[[LogLineError], None] = _log_warning
-) -> Iterator[TelemetryEvent]:
-    """Yield the events of the log and its rotated predecessors (`log_files`), oldest first.
-
-    Lines dropped by rotation (beyond its `keep`) are gone: the set begins where the oldest
-    kept file begins. Bad lines go to on_error with their own file's path and line number.
-    """
-    for logged in read_logged_log_set(path, on_error):
-        yield logged.event
-
-
-def read_logged_log_set(
-    path: Path, on_error: Callable[[LogLineError], None] = _log_warning
-) -> Iterator[LoggedEvent]:
-    """Like `read_log_set`, with each line's `trace_id` and `span_id`."""
-    for file in log_files(path):
-        yield from read_logged_events(file, on_error)
 
 
 def _parse(raw: bytes) -> LoggedEvent:

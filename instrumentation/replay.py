@@ -52,22 +52,19 @@ from typing import TypeGuard
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.trace import Link, Span
 from opentelemetry.util.types import AttributeValue
 
 import app
+from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.jsonl_reader import LoggedEvent, LogLineError, open_log, read_logged_events
 from instrumentation.jsonl_reader import log_files as log_files  # re-exported for the CLI
+from instrumentation.otel.accounting import TRACES_SINK
 from instrumentation.otel.adapter import OpenTelemetrySink, timestamp_ns
-from instrumentation.otel.metrics import PART_ATTRIBUTE
-from instrumentation.otel.setup import (
-    TRACES_SINK,
-    OpenTelemetrySession,
-    SignalExport,
-    sdk_disabled,
-)
+from instrumentation.otel.environment import SignalExport, sdk_disabled
+from instrumentation.otel.session import OpenTelemetrySession
 from instrumentation.otel.summary import export_line
 from instrumentation.replay_plan import (
     PlannedSpan,
@@ -78,7 +75,6 @@ from instrumentation.replay_plan import (
 
 _log = logging.getLogger(__name__)
 
-RUN_SPAN = "esper.run"
 RUN_FILE = "run.json"
 STANDARD_LOG_NAME = "events.jsonl"
 FLUSH_TIMEOUT_MS = 10_000
@@ -193,10 +189,10 @@ class LogReplayer:
         files: int,
         on_error: Callable[[LogLineError], None],
     ) -> None:
-        if session.tracer_provider is None or session.sink is None:
+        if session.tracer_provider is None or session.span_limits is None or session.sink is None:
             raise ReplayInputError("OpenTelemetry is disabled: nothing to replay to")
         self._provider: TracerProvider = session.tracer_provider
-        self._limits = _trace_limits(self._provider)
+        self._limits = _trace_limits(session.span_limits)
         self._sink: OpenTelemetrySink = session.sink
         self._session = session
         self._tracer = self._provider.get_tracer("esper.replay", app.__version__)
@@ -224,11 +220,11 @@ class LogReplayer:
         if self._run_link is None:
             moment = timestamp_ns(first.timestamp)
             attributes: dict[str, AttributeValue] = {
-                "esper.run_id": self.counts.run_id,
-                "esper.replayed": True,
+                names.RUN_ID: self.counts.run_id,
+                names.REPLAYED: True,
             }
             span = self._tracer.start_span(
-                RUN_SPAN, context=Context(), attributes=attributes, start_time=moment
+                names.RUN_SPAN, context=Context(), attributes=attributes, start_time=moment
             )
             span.end(end_time=moment)
             self._run_link = Link(span.get_span_context())
@@ -246,12 +242,12 @@ class LogReplayer:
         number = update.data.get("batch") if update is not None else None
         self._last_batch = number if _is_int(number) else self._last_batch + 1
         attributes: dict[str, AttributeValue] = {
-            "esper.run_id": self.counts.run_id,
-            "esper.batch": self._last_batch,
-            "esper.replayed": True,
+            names.RUN_ID: self.counts.run_id,
+            names.BATCH: self._last_batch,
+            names.REPLAYED: True,
         }
         if self._episodes_before is not None:
-            attributes["esper.episodes_completed"] = self._episodes_before
+            attributes[names.EPISODES_COMPLETED] = self._episodes_before
         episodes = update.data.get("episodes_completed") if update is not None else None
         self._episodes_before = episodes if _is_int(episodes) else None
         return attributes
@@ -357,7 +353,7 @@ class LogReplayer:
         if counts.split_spans:
             lines.append(
                 f"  spans:     {counts.split_spans} span(s) continued in parts of at most "
-                f"{self._limits.span_events} events ({PART_ATTRIBUTE})"
+                f"{self._limits.span_events} events ({names.REPLAY_PART})"
             )
         if counts.dropped:
             lines.append(
@@ -371,10 +367,10 @@ class LogReplayer:
         return lines
 
 
-def _trace_limits(provider: TracerProvider) -> TraceLimits:
-    """The provider's span-event limit (OTEL_SPAN_EVENT_COUNT_LIMIT, else the SDK's
-    default); the SDK offers no public accessor for the limits it enforces."""
-    span_events = provider._span_limits.max_events
+def _trace_limits(span_limits: SpanLimits) -> TraceLimits:
+    """The session's span-event limit (OTEL_SPAN_EVENT_COUNT_LIMIT, else the SDK's
+    default), as its tracer provider enforces it."""
+    span_events = span_limits.max_events
     if span_events == 0:
         raise ReplayInputError(
             "OTEL_SPAN_EVENT_COUNT_LIMIT=0: a span can hold no event, nothing would be replayed"

@@ -25,13 +25,11 @@ from dataclasses import dataclass, field
 
 from opentelemetry.util.types import AttributeValue
 
+from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.jsonl_reader import LoggedEvent
 from instrumentation.otel.adapter import timestamp_ns
-from instrumentation.otel.metrics import BATCH_SPAN, EPISODE_SPAN, PART_ATTRIBUTE, UPDATE_SPAN
 
-EPOCH_SPAN = "esper.epoch"
-PARTS_ATTRIBUTE = "esper.replay.parts"
 # About 1 MB of typical events (a seed-lifecycle line is about 260 bytes).
 TRACE_EVENTS = 4096
 # One export batch of the BatchSpanProcessor (512 by default), a quarter of its queue.
@@ -59,21 +57,21 @@ class SpanKey:
 
     @property
     def parent(self) -> SpanKey | None:
-        if self.name == EPOCH_SPAN:
-            return SpanKey(EPISODE_SPAN, self.env_id)
-        return None if self.name == BATCH_SPAN else BATCH_KEY
+        if self.name == names.EPOCH_SPAN:
+            return SpanKey(names.EPISODE_SPAN, self.env_id)
+        return None if self.name == names.BATCH_SPAN else BATCH_KEY
 
     def attributes(self) -> dict[str, AttributeValue]:
         attributes: dict[str, AttributeValue] = {}
         if self.env_id is not None:
-            attributes["esper.env_id"] = self.env_id
+            attributes[names.ENV_ID] = self.env_id
         if self.epoch is not None:
-            attributes["esper.epoch"] = self.epoch
+            attributes[names.EPOCH] = self.epoch
         return attributes
 
 
-BATCH_KEY = SpanKey(BATCH_SPAN)
-UPDATE_KEY = SpanKey(UPDATE_SPAN)
+BATCH_KEY = SpanKey(names.BATCH_SPAN)
+UPDATE_KEY = SpanKey(names.UPDATE_SPAN)
 
 
 def span_key(event: TelemetryEvent) -> SpanKey:
@@ -85,8 +83,8 @@ def span_key(event: TelemetryEvent) -> SpanKey:
     if isinstance(env_id, bool) or not isinstance(env_id, int | str):
         return BATCH_KEY
     if event.epoch is None:
-        return SpanKey(EPISODE_SPAN, env_id)
-    return SpanKey(EPOCH_SPAN, env_id, event.epoch)
+        return SpanKey(names.EPISODE_SPAN, env_id)
+    return SpanKey(names.EPOCH_SPAN, env_id, event.epoch)
 
 
 @dataclass(frozen=True)
@@ -123,8 +121,8 @@ class PlannedSpan:
         self.events.append(logged)
         if not self.original and logged.trace_id and logged.span_id:
             self.original = {
-                "esper.original_trace_id": logged.trace_id,
-                "esper.original_span_id": logged.span_id,
+                names.ORIGINAL_TRACE_ID: logged.trace_id,
+                names.ORIGINAL_SPAN_ID: logged.span_id,
             }
         span: PlannedSpan | None = self
         while span is not None:
@@ -136,8 +134,8 @@ class PlannedSpan:
         """The key's attributes, the original ids, and the part when there are several."""
         attributes = {**self.key.attributes(), **self.original}
         if self.parts > 1:
-            attributes[PART_ATTRIBUTE] = self.part
-            attributes[PARTS_ATTRIBUTE] = self.parts
+            attributes[names.REPLAY_PART] = self.part
+            attributes[names.REPLAY_PARTS] = self.parts
         return attributes
 
 

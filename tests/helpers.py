@@ -4,45 +4,50 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.contracts.events import EventType, Severity, TelemetryEvent
+from instrumentation.jsonl_reader import LogLineError, log_files, read_logged_events
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
-# The PPO statistics an update reports: PPO_UPDATE_COMPLETED fields and esper_ppo_* gauges.
-PPO_STATISTICS = (
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "entropy_coef",
-    "approx_kl",
-    "clip_fraction",
-    "ratio_max",
-    "ratio_min",
-    "ratio_std",
-    "explained_variance",
-)
+
+def _table_rows(document: str, heading: str) -> list[list[str]]:
+    """The cells of every body row of the first table under `## heading`."""
+    text = (DOCS / document).read_text(encoding="utf-8")
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    lines = [line.strip() for line in section.splitlines() if line.strip().startswith("|")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return [row for row in rows if row[0].startswith("`")]
+
+
+@dataclass(frozen=True)
+class DocumentedMetric:
+    """One metric as docs/opentelemetry.md documents it: its kind and labels besides run_id."""
+
+    kind: str
+    labels: frozenset[str]
+
+
+def documented_metrics() -> dict[str, DocumentedMetric]:
+    """The metric table of docs/opentelemetry.md, by Prometheus name."""
+    table: dict[str, DocumentedMetric] = {}
+    for names, kind, labels, _meaning in _table_rows("opentelemetry.md", "Metrics"):
+        documented = DocumentedMetric(kind, frozenset(re.findall(r"`(\w+)`", labels)))
+        for name in re.findall(r"`(\w+)`", names):
+            table[name] = documented
+    return table
+
 
 # The metric table of docs/opentelemetry.md: Prometheus name -> its labels besides run_id.
-PPO_GAUGES = tuple(f"esper_ppo_{name}" for name in PPO_STATISTICS)
-HISTOGRAMS = (
-    "esper_batch_duration_seconds",
-    "esper_epoch_duration_seconds",
-    "esper_ppo_update_duration_seconds",
+METRICS = documented_metrics()
+METRIC_TABLE = {name: metric.labels for name, metric in METRICS.items()}
+HISTOGRAMS = tuple(name for name, metric in METRICS.items() if metric.kind == "histogram")
+PPO_GAUGES = tuple(
+    name for name, metric in METRICS.items() if metric.kind == "gauge" and "_ppo_" in name
 )
-METRIC_TABLE: dict[str, frozenset[str]] = {
-    **{name: frozenset() for name in PPO_GAUGES},
-    "esper_training_accuracy": frozenset({"window"}),
-    "esper_training_reward": frozenset(),
-    "esper_episodes_total": frozenset(),
-    "esper_events_total": frozenset({"event_type", "severity"}),
-    "esper_anomalies_total": frozenset({"anomaly_type"}),
-    "esper_seeds": frozenset({"stage"}),
-    **{name: frozenset() for name in HISTOGRAMS},
-    "esper_telemetry_sink_errors_total": frozenset({"sink"}),
-}
 
 
 @dataclass(frozen=True)
@@ -55,15 +60,10 @@ class DocumentedEvent:
 
 def documented_events() -> dict[EventType, DocumentedEvent]:
     """The table "Event types and their data" of docs/events.md, by event type."""
-    text = (DOCS / "events.md").read_text(encoding="utf-8")
-    section = text.split("## Event types and their data", 1)[1].split("\n## ", 1)[0]
     table: dict[EventType, DocumentedEvent] = {}
-    for line in section.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) != 3 or not cells[0].startswith("`"):
-            continue
-        documented = DocumentedEvent(Severity(cells[1]), tuple(re.findall(r"`(\w+)`", cells[2])))
-        for name in re.findall(r"`(\w+)`", cells[0]):
+    for types, severity, fields in _table_rows("events.md", "Event types and their data"):
+        documented = DocumentedEvent(Severity(severity), tuple(re.findall(r"`(\w+)`", fields)))
+        for name in re.findall(r"`(\w+)`", types):
             table[EventType(name)] = documented
     return table
 
@@ -93,3 +93,19 @@ class EventRecorder(list[TelemetryEvent]):
     def of_type(self, event_type: EventType) -> list[TelemetryEvent]:
         """The recorded events of `event_type`, in order."""
         return [event for event in self if event.event_type == event_type]
+
+
+def read_log(
+    path: Path, on_error: Callable[[LogLineError], None] | None = None
+) -> list[TelemetryEvent]:
+    """The events of a log and its rotated predecessors, oldest first, read as `esper
+    replay` reads them; bad lines go to on_error (by default they fail the test)."""
+
+    def fail(error: LogLineError) -> None:
+        raise AssertionError(f"unreadable line {error}")
+
+    return [
+        logged.event
+        for file in log_files(path)
+        for logged in read_logged_events(file, on_error or fail)
+    ]

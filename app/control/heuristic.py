@@ -8,6 +8,7 @@ from app.contracts.actions import BLUEPRINTS, Action, germinate_action
 from app.contracts.seeds import SeedState
 from app.contracts.signals import TrainingSignals
 from app.contracts.stages import SeedStage
+from app.settings import check, require
 
 
 @dataclass(frozen=True)
@@ -22,16 +23,9 @@ class HeuristicConfig:
     cull_below: float = -2.0
 
     def __post_init__(self) -> None:
-        unknown = [name for name in self.blueprints if name not in BLUEPRINTS]
-        if not self.blueprints or unknown:
-            raise ValueError(
-                f"HeuristicConfig.blueprints must name some of {', '.join(BLUEPRINTS)}; "
-                f"got {', '.join(self.blueprints) or 'none'}"
-            )
-        if self.plateau_patience < 0:
-            raise ValueError(
-                f"HeuristicConfig.plateau_patience must be >= 0, got {self.plateau_patience}"
-            )
+        known = bool(self.blueprints) and set(self.blueprints) <= set(BLUEPRINTS)
+        require(self, "blueprints", known, f"one or more of {', '.join(BLUEPRINTS)}")
+        check(self, "plateau_patience", ge=0)
 
 
 class HeuristicController:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from app.contracts.events import EventType, TelemetryEvent
 from app.contracts.signals import TrainingSignals
+from app.settings import check
 from app.telemetry import emit
 
 
@@ -20,14 +21,9 @@ class TrackerConfig:
     history_length: int = 5
 
     def __post_init__(self) -> None:
-        if not 0 < self.stabilization_threshold < 1:
-            raise ValueError(
-                f"stabilization_threshold must be in (0, 1), got {self.stabilization_threshold}"
-            )
-        if self.stabilization_epochs < 1 or self.history_length < 1:
-            raise ValueError("stabilization_epochs and history_length must be at least 1")
-        if self.spike_factor <= 1:
-            raise ValueError(f"spike_factor must exceed 1, got {self.spike_factor}")
+        check(self, "stabilization_threshold", gt=0, lt=1)
+        check(self, "stabilization_epochs", "history_length", ge=1)
+        check(self, "spike_factor", gt=1)
 
 
 class SignalTracker:

@@ -99,5 +99,5 @@ def build_seed(blueprint: str, channels: int) -> nn.Module:
     if builder is None:
         raise ValueError(f"unknown blueprint {blueprint!r}; valid: {', '.join(BLUEPRINTS)}")
     if channels < 1:
-        raise ValueError(f"channels must be positive, got {channels}")
+        raise ValueError(f"channels must be at least 1, got {channels}")
     return builder(channels)

@@ -131,4 +131,4 @@ def _check_sizes(
         named["block3_width"] = block3_width
     for name, value in named.items():
         if value < 1:
-            raise ValueError(f"{name} must be positive, got {value}")
+            raise ValueError(f"{name} must be at least 1, got {value}")

@@ -22,6 +22,7 @@ from app.contracts.events import EventType, TelemetryEvent
 from app.contracts.seeds import SeedState
 from app.contracts.stages import SeedStage, can_transition
 from app.model.blueprints import build_seed, count_params
+from app.settings import check
 
 # Stages in which the seed's output is mixed into the host's forward pass.
 CONTRIBUTING_STAGES = frozenset(
@@ -50,10 +51,8 @@ class SlotConfig:
     min_fossilize_improvement: float = 0.5
 
     def __post_init__(self) -> None:
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.name.endswith("_epochs") and value < 1:
-                raise ValueError(f"SlotConfig.{item.name} must be at least 1, got {value}")
+        epochs = [item.name for item in fields(self) if item.name.endswith("_epochs")]
+        check(self, *epochs, ge=1)
 
 
 class SeedSlot(nn.Module):

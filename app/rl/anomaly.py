@@ -11,7 +11,8 @@ from typing import Any
 
 from app import telemetry
 from app.contracts.events import EventType, Severity, TelemetryEvent, TelemetryLevel
-from app.rl.ppo import PPOUpdateMetrics
+from app.rl.ppo_statistics import PPOUpdateMetrics
+from app.settings import check
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,7 @@ class AnomalyThresholds:
     escalation_updates: int = 3
 
     def __post_init__(self) -> None:
-        if self.escalation_updates < 0:
-            raise ValueError(
-                f"AnomalyThresholds.escalation_updates must be >= 0, got {self.escalation_updates}"
-            )
+        check(self, "escalation_updates", ge=0)
 
 
 @dataclass(frozen=True)
@@ -119,10 +117,9 @@ class TelemetryEscalation:
     """
 
     def __init__(self, base_level: TelemetryLevel, updates: int) -> None:
-        if updates < 0:
-            raise ValueError(f"escalation updates must be >= 0, got {updates}")
         self.base_level = base_level
         self.updates = updates
+        check(self, "updates", ge=0)
         self.remaining = 0
 
     @property

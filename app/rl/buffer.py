@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from app.rl.networks import Hidden, LSTMState
+from app.settings import check
 
 
 def compute_gae(
@@ -101,10 +102,9 @@ class RolloutBuffer:
         hidden_size: int | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
-        if num_envs < 1 or num_steps < 1:
-            raise ValueError(f"num_envs and num_steps must be >= 1, got {num_envs}, {num_steps}")
         self.num_envs = num_envs
         self.num_steps = num_steps
+        check(self, "num_envs", "num_steps", ge=1)
         shape = (num_steps, num_envs)
         self.obs = torch.zeros((*shape, obs_dim), device=device)
         self.masks = torch.zeros((*shape, num_actions), dtype=torch.bool, device=device)

@@ -27,6 +27,7 @@ from typing import Any
 from app import telemetry
 from app.contracts.actions import Action
 from app.contracts.events import EventType, Severity, TelemetryEvent
+from app.settings import check
 
 # Fewer points than this leave a slope without a usable standard error.
 _MIN_TREND_POINTS = 3
@@ -45,25 +46,10 @@ class RewardHackingConfig:
     min_action_steps: int = 8
 
     def __post_init__(self) -> None:
-        if self.window < _MIN_TREND_POINTS:
-            raise ValueError(
-                f"RewardHackingConfig.window must be at least {_MIN_TREND_POINTS}, "
-                f"got {self.window}"
-            )
-        if not 0.0 < self.share <= 1.0:
-            raise ValueError(f"RewardHackingConfig.share must be in (0, 1], got {self.share}")
-        if not self.share_ratio >= 1.0:
-            raise ValueError(
-                f"RewardHackingConfig.share_ratio must be at least 1, got {self.share_ratio}"
-            )
-        if self.min_action_steps < 1:
-            raise ValueError(
-                f"RewardHackingConfig.min_action_steps must be at least 1, "
-                f"got {self.min_action_steps}"
-            )
-        for name in ("reward_trend_t", "accuracy_trend_t"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"RewardHackingConfig.{name} must be finite")
+        check(self, "window", ge=_MIN_TREND_POINTS)
+        check(self, "share", gt=0, le=1)
+        check(self, "share_ratio", "min_action_steps", ge=1)
+        check(self, "reward_trend_t", "accuracy_trend_t", finite=True)
 
 
 @dataclass(frozen=True)

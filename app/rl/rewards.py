@@ -8,8 +8,9 @@ over the whole network then scales the policy gradient to nothing.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from app.settings import check
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,8 @@ class RewardConfig:
     germination_bonus: float = 0.0
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.germination_bonus):
-            raise ValueError(
-                f"RewardConfig.germination_bonus must be finite, got {self.germination_bonus}"
-            )
-        if not 0.0 <= self.param_rent < math.inf:
-            raise ValueError(f"RewardConfig.param_rent must be >= 0, got {self.param_rent}")
+        check(self, "germination_bonus", finite=True)
+        check(self, "param_rent", finite=True, ge=0)
 
 
 def step_reward(

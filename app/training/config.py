@@ -12,9 +12,10 @@ from app.control.heuristic import HeuristicConfig
 from app.control.tracker import TrackerConfig
 from app.model.slot import SlotConfig
 from app.rl.anomaly import AnomalyThresholds
-from app.rl.ppo import PPOConfig
+from app.rl.ppo_config import PPOConfig
 from app.rl.reward_hacking import RewardHackingConfig
 from app.rl.rewards import RewardConfig
+from app.settings import check, require
 from app.training.environment import HostConfig
 from app.training.health import HostHealthConfig
 from app.training.memory import MemoryConfig
@@ -62,13 +63,11 @@ class RunConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def __post_init__(self) -> None:
-        if self.controller not in CONTROLLERS:
-            raise ValueError(f"controller must be one of {', '.join(CONTROLLERS)}")
-        for name in ("envs", "episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_epochs < 2:
-            raise ValueError(f"max_epochs must be at least 2, got {self.max_epochs}")
+        require(
+            self, "controller", self.controller in CONTROLLERS, f"one of {', '.join(CONTROLLERS)}"
+        )
+        check(self, "envs", "episodes", ge=1)
+        check(self, "max_epochs", ge=2)
 
     @property
     def batches(self) -> int:

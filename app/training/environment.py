@@ -20,6 +20,7 @@ from app.contracts.signals import TrainingSignals
 from app.control.tracker import SignalTracker, TrackerConfig
 from app.model.host import HostCNN
 from app.model.slot import SeedSlot, SlotConfig
+from app.settings import check
 from app.telemetry import emit
 from app.training.datasets import Dataset
 from app.training.governor import Governor
@@ -49,15 +50,9 @@ class HostConfig:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("width", "block2_width", "block3_width", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"HostConfig.{name} must be at least 1, got {value}")
-        for name in ("lr", "seed_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"HostConfig.{name} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"HostConfig.lr_decay must be in (0, 1], got {self.lr_decay}")
+        check(self, "width", "block2_width", "block3_width", "batch_size", ge=1)
+        check(self, "lr", "seed_lr", gt=0)
+        check(self, "lr_decay", gt=0, le=1)
 
 
 @dataclass(frozen=True)

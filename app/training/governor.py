@@ -45,10 +45,12 @@ class Governor:
     def __init__(
         self, host: HostCNN, spike_factor: float = 3.0, window: int = 5, min_history: int = 3
     ) -> None:
-        if spike_factor <= 1.0:
-            raise ValueError(f"spike_factor must exceed 1, got {spike_factor}")
+        if not spike_factor > 1.0:
+            raise ValueError(f"spike_factor must be greater than 1, got {spike_factor}")
         if not 1 <= min_history <= window:
-            raise ValueError(f"need 1 <= min_history <= window, got {min_history}, {window}")
+            raise ValueError(
+                f"min_history must be between 1 and window ({window}), got {min_history}"
+            )
         self._host = host
         self._spike_factor = spike_factor
         self._min_history = min_history

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from app.contracts.events import EventType, Severity, TelemetryEvent
 from app.contracts.seeds import SeedState
 from app.contracts.stages import SeedStage
+from app.settings import check
 from app.telemetry import emit
 
 # How many leaking parameter names an ISOLATION_VIOLATION lists.
@@ -54,16 +55,10 @@ class HostHealthConfig:
     post_fossilization_epochs: int = 5
 
     def __post_init__(self) -> None:
-        if self.isolation_check_every < 0:
-            raise ValueError(
-                f"isolation_check_every must be >= 0, got {self.isolation_check_every}"
-            )
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.name != "isolation_check_every" and value is not None and not value > 0:
-                raise ValueError(f"HostHealthConfig.{item.name} must be positive, got {value}")
-        if self.grad_vanishing >= self.grad_exploding:
-            raise ValueError("grad_vanishing must be below grad_exploding")
+        check(self, "isolation_check_every", ge=0)
+        positive = [item.name for item in fields(self) if item.name != "isolation_check_every"]
+        check(self, *positive, gt=0)
+        check(self, "grad_vanishing", lt="grad_exploding")
 
 
 @dataclass

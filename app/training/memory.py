@@ -25,6 +25,7 @@ import psutil
 import torch
 
 from app.contracts.events import EventType, Severity, TelemetryEvent
+from app.settings import check
 from app.telemetry import emit
 
 _GIB = 2**30
@@ -47,15 +48,8 @@ class MemoryConfig:
     hysteresis: float = 0.05
 
     def __post_init__(self) -> None:
-        if not 0 < self.warning_fraction <= 1:
-            raise ValueError(
-                f"MemoryConfig.warning_fraction must be in (0, 1], got {self.warning_fraction}"
-            )
-        if not 0 <= self.hysteresis < self.warning_fraction:
-            raise ValueError(
-                "MemoryConfig.hysteresis must be >= 0 and below warning_fraction "
-                f"({self.warning_fraction}), got {self.hysteresis}"
-            )
+        check(self, "warning_fraction", gt=0, le=1)
+        check(self, "hysteresis", ge=0, lt="warning_fraction")
 
     @property
     def rearm_fraction(self) -> float:
@@ -71,8 +65,7 @@ class MemoryLimit:
     source: str
 
     def __post_init__(self) -> None:
-        if self.limit_bytes <= 0:
-            raise ValueError(f"MemoryLimit.limit_bytes must be positive, got {self.limit_bytes}")
+        check(self, "limit_bytes", gt=0)
 
 
 def host_memory_limit(

@@ -13,10 +13,11 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any
 
+from app.settings import ConfigError, render
 from app.training.config import RunConfig
 
 FORMAT = "SECTION.FIELD=VALUE"
@@ -98,7 +99,8 @@ def apply_parsed(config: RunConfig, overrides: Iterable[Override]) -> RunConfig:
     Each section is rebuilt once, with all of its overrides together, through
     `dataclasses.replace`, so that its own `__post_init__` checks the result: values
     that must agree (grad_vanishing below grad_exploding) can then be changed in either
-    order, and a check that fails names every override of that section.
+    order, and a check that fails names every override of that section, and the field
+    by its section (`ppo.lr`, as typed) rather than by its class (`PPOConfig.lr`).
     """
     grouped: dict[str, dict[str, Override]] = {}
     for override in overrides:
@@ -114,29 +116,9 @@ def apply_parsed(config: RunConfig, overrides: Iterable[Override]) -> RunConfig:
             )
         except (TypeError, ValueError) as error:
             named = ", ".join(item.source for item in fields.values())
-            raise OverrideError(f"{named}: {error}") from None
+            problem = error.naming(name) if isinstance(error, ConfigError) else str(error)
+            raise OverrideError(f"{named}: {problem}") from None
     return dataclasses.replace(config, **changes)
-
-
-def apply_overrides(config: RunConfig, overrides: Sequence[str]) -> RunConfig:
-    """`config` with each `SECTION.FIELD=VALUE` in `overrides` applied; the last one
-    for a key wins. Raises OverrideError, one line naming the override."""
-    return apply_parsed(config, [parse_override(config, text) for text in overrides])
-
-
-def render(value: object) -> str:
-    """`value` as it would be typed after `=`, so that printed output can be pasted back."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Enum):
-        return value.name.lower()
-    if isinstance(value, float):
-        return repr(value)  # the shortest text that parses back to the same float
-    if isinstance(value, tuple):
-        return ",".join(render(item) for item in value)
-    return str(value)
 
 
 def config_table(config: RunConfig) -> list[tuple[str, str]]:

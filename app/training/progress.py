@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import fmean
 
 from app.contracts.events import EventType, TelemetryEvent
+from app.settings import check
 from app.telemetry import emit
 
 
@@ -19,11 +19,8 @@ class ProgressThresholds:
     improvement: float = 2.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.plateau <= self.improvement < math.inf:
-            raise ValueError(
-                "progress thresholds need 0 <= plateau <= improvement, finite; got "
-                f"plateau={self.plateau}, improvement={self.improvement}"
-            )
+        check(self, "improvement", finite=True)
+        check(self, "plateau", ge=0, le="improvement")
 
 
 HISTORY_LENGTH = 10

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from statistics import fmean
 from typing import Any
 
@@ -23,6 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span
 
 from app import telemetry
+from app.contracts import telemetry_names as names
 from app.contracts.actions import NUM_ACTIONS, Action, action_mask
 from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
 from app.contracts.signals import TrainingSignals
@@ -31,7 +32,8 @@ from app.rl.anomaly import AnomalyDetector, TelemetryEscalation, report
 from app.rl.buffer import RolloutBuffer
 from app.rl.features import OBS_DIM, observation
 from app.rl.networks import Hidden
-from app.rl.ppo import PPOAgent, PPOUpdateMetrics
+from app.rl.ppo import PPOAgent
+from app.rl.ppo_statistics import PPOUpdateMetrics
 from app.rl.reward_hacking import RewardHackingDetector, StepOutcome
 from app.rl.rewards import step_reward
 from app.training.checkpoint import CheckpointError
@@ -188,12 +190,12 @@ class VectorizedTrainer:
         remaining = self.config.episodes - progress.episodes_completed
         active = self.envs[: min(self.config.envs, remaining)]
         attributes: dict[str, str | int] = {
-            "esper.run_id": self.run_id,
-            "esper.batch": batch,
-            "esper.episodes_completed": progress.episodes_completed,
+            names.RUN_ID: self.run_id,
+            names.BATCH: batch,
+            names.EPISODES_COMPLETED: progress.episodes_completed,
         }
         with tracer.start_as_current_span(
-            "esper.batch", context=Context(), links=self.run_links, attributes=attributes
+            names.BATCH_SPAN, context=Context(), links=self.run_links, attributes=attributes
         ) as batch_span:
             accuracies, rewards, buffer, steps = self._run_episodes(batch, active)
             progress.episodes_completed += len(active)
@@ -212,7 +214,7 @@ class VectorizedTrainer:
             if buffer is not None:
                 result = replace(result, metrics=self._update(buffer, result))
             self.progress_detector.observe(batch, progress.accuracies, result.episodes_completed)
-            batch_span.set_attribute("esper.avg_accuracy", result.avg_accuracy)
+            batch_span.set_attribute(names.AVG_ACCURACY, result.avg_accuracy)
         return result
 
     def _run_episodes(
@@ -223,13 +225,13 @@ class VectorizedTrainer:
         for env in envs:
             env.reset()
         episode_spans = [
-            tracer.start_span("esper.episode", attributes={"esper.env_id": env.env_id})
+            tracer.start_span(names.EPISODE_SPAN, attributes={names.ENV_ID: env.env_id})
             for env in envs
         ]
         try:
             accuracies, returns, buffer, steps = self._run_epochs(batch, envs, episode_spans)
             for span, accuracy in zip(episode_spans, accuracies, strict=True):
-                span.set_attribute("esper.final_accuracy", accuracy)
+                span.set_attribute(names.FINAL_ACCURACY, accuracy)
             return accuracies, returns, buffer, steps
         finally:
             for span in episode_spans:
@@ -274,7 +276,7 @@ class VectorizedTrainer:
                     self.on_epoch(len(envs) / config.max_epochs)
             finally:
                 for env, span in zip(envs, epoch_spans, strict=False):
-                    span.set_attribute("esper.seed_stage", env.slot.stage.name)
+                    span.set_attribute(names.SEED_STAGE, env.slot.stage.name)
                     span.end()
         return accuracies, returns, buffer, steps
 
@@ -282,9 +284,9 @@ class VectorizedTrainer:
         """Train one env-epoch under its own `esper.epoch` span, left open for the
         controller's action; the caller ends it."""
         span = tracer.start_span(
-            "esper.epoch",
+            names.EPOCH_SPAN,
             context=trace.set_span_in_context(episode_span),
-            attributes={"esper.env_id": env.env_id, "esper.epoch": epoch},
+            attributes={names.ENV_ID: env.env_id, names.EPOCH: epoch},
         )
         try:
             with trace.use_span(span, end_on_exit=False):
@@ -351,7 +353,7 @@ class VectorizedTrainer:
         """Train the agent on the batch; its anomalies and PPO_UPDATE_COMPLETED are
         emitted on the update's span."""
         assert self.agent is not None
-        with tracer.start_as_current_span("esper.ppo.update"):
+        with tracer.start_as_current_span(names.UPDATE_SPAN):
             collect = self.escalation.level >= TelemetryLevel.DEBUG
             metrics = self.agent.update(buffer, collect_layer_stats=collect)
             self.escalation.tick()
@@ -364,31 +366,19 @@ class VectorizedTrainer:
             return metrics
 
     def _emit_update(self, result: BatchResult, metrics: PPOUpdateMetrics) -> None:
+        """PPO_UPDATE_COMPLETED: the batch, then every statistic the update reports
+        (`layer_grad_stats` only when it was collected)."""
+        statistics = asdict(metrics)
+        if metrics.layer_grad_stats is None:
+            del statistics["layer_grad_stats"]
         data: dict[str, Any] = {
             "batch": result.batch,
             "episodes_completed": result.episodes_completed,
-            "train_steps": metrics.train_steps,
-            "policy_loss": metrics.policy_loss,
-            "value_loss": metrics.value_loss,
-            "entropy": metrics.entropy,
-            "entropy_coef": metrics.entropy_coef,
-            "approx_kl": metrics.approx_kl,
-            "clip_fraction": metrics.clip_fraction,
-            "ratio_max": metrics.ratio_max,
-            "ratio_min": metrics.ratio_min,
-            "ratio_std": metrics.ratio_std,
-            "explained_variance": metrics.explained_variance,
-            "early_stop_epoch": metrics.early_stop_epoch,
             "avg_accuracy": result.avg_accuracy,
             "avg_reward": result.avg_reward,
             "rolling_avg_accuracy": result.rolling_avg_accuracy,
-            "ratio_mean": metrics.ratio_mean,
-            "grad_norm": metrics.grad_norm,
-            "has_nan": metrics.has_nan,
-            "has_inf": metrics.has_inf,
+            **statistics,
         }
-        if metrics.layer_grad_stats is not None:
-            data["layer_grad_stats"] = metrics.layer_grad_stats
         telemetry.emit(
             TelemetryEvent(
                 event_type=EventType.PPO_UPDATE_COMPLETED,

@@ -5,12 +5,9 @@
 """
 
 from instrumentation.otel.adapter import OpenTelemetrySink, current_span_ids
-from instrumentation.otel.setup import (
-    DEFAULT_SHUTDOWN_TIMEOUT_S,
-    OpenTelemetrySession,
-    TelemetryConfigError,
-    configure_opentelemetry,
-)
+from instrumentation.otel.errors import TelemetryConfigError
+from instrumentation.otel.session import DEFAULT_SHUTDOWN_TIMEOUT_S, OpenTelemetrySession
+from instrumentation.otel.setup import configure_opentelemetry
 
 __all__ = [
     "DEFAULT_SHUTDOWN_TIMEOUT_S",

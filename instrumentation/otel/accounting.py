@@ -34,6 +34,9 @@ QUEUE_FULL = "queue full"
 SHUTDOWN_BOUND = "shutdown bound reached"
 ENDED_AFTER_SHUTDOWN = "ended after shutdown"
 SPAN_LIMITS_SINK = "span_limits"
+# The exporters' sink labels.
+TRACES_SINK, METRICS_SINK = "otlp_traces", "otlp_metrics"
+CONSOLE_TRACES_SINK, CONSOLE_METRICS_SINK = "console_traces", "console_metrics"
 
 
 def export_failed(status: str) -> str:

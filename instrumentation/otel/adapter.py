@@ -13,7 +13,7 @@ default (OTEL_SPAN_EVENT_COUNT_LIMIT, OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT) and sile
 drops the rest. The largest event is a DEBUG PPO_UPDATE_COMPLETED: 21 data keys, the
 standard attributes, and `layer_grad_stats`, 4 statistics for each parameter tensor of
 the policy (12 tensors for the feedforward network, 10 for the LSTM), about 75
-attributes. `setup.py` raises the per-event limit to 256 unless the environment sets
+attributes. `environment.py` raises the per-event limit to 256 unless the environment sets
 one, so a policy twice as deep still fits; flattened keys keep each statistic
 searchable in Jaeger, which a JSON-encoded blob would not. Events per span stay far
 below 128 because there is one trace per batch: an `esper.epoch` span gets its epoch's
@@ -30,11 +30,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from app.contracts import telemetry_names as names
 from app.contracts.events import Severity, TelemetryEvent
 from instrumentation.otel.metrics import EsperMetrics
 
 SINK_NAME = "otel"
-DATA_PREFIX = "esper.data."
 
 _ERROR_SEVERITIES = frozenset({Severity.ERROR, Severity.CRITICAL})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,7 +61,7 @@ def current_span_ids() -> tuple[str, str] | None:
 
 
 def event_name(event: TelemetryEvent) -> str:
-    return f"esper.{event.event_type.value.lower()}"
+    return names.span_event_name(event.event_type)
 
 
 def timestamp_ns(moment: datetime) -> int:
@@ -74,18 +74,18 @@ def timestamp_ns(moment: datetime) -> int:
 def event_attributes(event: TelemetryEvent) -> dict[str, AttributeValue]:
     """The span-event attributes of docs/opentelemetry.md for one event."""
     attributes: dict[str, AttributeValue] = {
-        "esper.event.type": event.event_type.value,
-        "esper.event.id": event.event_id,
-        "esper.event.severity": event.severity.value,
+        names.EVENT_TYPE: event.event_type.value,
+        names.EVENT_ID: event.event_id,
+        names.EVENT_SEVERITY: event.severity.value,
     }
     optional: tuple[tuple[str, str | int | None], ...] = (
-        ("esper.seed_id", event.seed_id),
-        ("esper.slot_id", event.slot_id),
-        ("esper.epoch", event.epoch),
-        ("esper.message", event.message or None),
+        (names.SEED_ID, event.seed_id),
+        (names.SLOT_ID, event.slot_id),
+        (names.EPOCH, event.epoch),
+        (names.MESSAGE, event.message or None),
     )
     attributes.update((key, value) for key, value in optional if value is not None)
-    attributes.update(flatten(event.data, DATA_PREFIX))
+    attributes.update(flatten(event.data, names.DATA_PREFIX))
     return attributes
 
 

@@ -15,11 +15,11 @@ A bad value is an error naming the variable, rather than the SDK's warning and d
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from instrumentation.otel.environment import positive_number, variable
 from instrumentation.otel.errors import TelemetryConfigError
 
 QUEUE_SIZE_VARIABLE = "OTEL_BSP_MAX_QUEUE_SIZE"
@@ -30,21 +30,9 @@ DEFAULT_BATCH_SIZE = 512
 DEFAULT_INTERVAL_MS = 60_000.0
 
 
-def _text(environ: Mapping[str, str], name: str) -> str | None:
-    return environ.get(name, "").strip() or None
-
-
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    text = _text(environ, name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise TelemetryConfigError(f"{name}={text!r} is not a whole number") from None
-    if value <= 0:
-        raise TelemetryConfigError(f"{name}={text!r} must be positive")
-    return value
+    text = variable(name, environ)
+    return default if text is None else positive_number(name, text, int, "a whole number")
 
 
 @dataclass(frozen=True)
@@ -64,15 +52,7 @@ class QueueSettings:
 
 
 def metric_export_interval_ms(environ: Mapping[str, str] = os.environ) -> float:
-    text = _text(environ, INTERVAL_VARIABLE)
+    text = variable(INTERVAL_VARIABLE, environ)
     if text is None:
         return DEFAULT_INTERVAL_MS
-    try:
-        value = float(text)
-    except ValueError:
-        raise TelemetryConfigError(
-            f"{INTERVAL_VARIABLE}={text!r} is not a number of milliseconds"
-        ) from None
-    if not math.isfinite(value) or value <= 0:
-        raise TelemetryConfigError(f"{INTERVAL_VARIABLE}={text!r} must be finite and positive")
-    return value
+    return positive_number(INTERVAL_VARIABLE, text, float, "a number of milliseconds", finite=True)

@@ -1,4 +1,5 @@
-"""Exporter wrappers that book every export in a `SinkLedger`, with the failure's reason.
+"""The OTLP exporters of the configured protocol, and the wrappers that book every export
+in a `SinkLedger`, with the failure's reason.
 
 They also own the inner exporter's shutdown, so that nothing reaches it after:
 
@@ -24,6 +25,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from instrumentation.otel import failures
 from instrumentation.otel.accounting import SHUTDOWN_BOUND, SinkLedger, export_failed
+from instrumentation.otel.environment import SignalExport
+from instrumentation.otel.metric_preferences import MetricPreferences
 from instrumentation.otel.redaction import redact
 
 _log = logging.getLogger(__name__)
@@ -112,12 +115,18 @@ class CountingSpanExporter(SpanExporter):
 
 
 class CountingMetricExporter(MetricExporter):
-    """Books each metric export (one collection of every instrument) as one item."""
+    """Books each metric export (one collection of every instrument) as one item.
 
-    def __init__(self, inner: MetricExporter, ledger: SinkLedger) -> None:
+    `preferences` must be those `inner` was built with: the reader takes them from this
+    wrapper (metric_preferences.py).
+    """
+
+    def __init__(
+        self, inner: MetricExporter, ledger: SinkLedger, preferences: MetricPreferences
+    ) -> None:
         super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
+            preferred_temporality=preferences.temporality,
+            preferred_aggregation=preferences.aggregation,
         )
         self._inner = inner
         self.guard = ExportGuard(ledger, inner.shutdown)
@@ -139,3 +148,44 @@ class CountingMetricExporter(MetricExporter):
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self.guard.request_shutdown()
+
+
+def otlp_span_exporter(export: SignalExport) -> SpanExporter:
+    """The OTLP span exporter for the configured protocol; endpoint and headers come
+    from the environment, read by the exporter."""
+    if export.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        return GrpcSpanExporter(timeout=export.timeout_s)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
+
+    return HttpSpanExporter(timeout=export.timeout_s, session=failures.http_session("traces"))
+
+
+def otlp_metric_exporter(export: SignalExport, preferences: MetricPreferences) -> MetricExporter:
+    """The OTLP metric exporter for the configured protocol, built with `preferences`
+    (`MetricPreferences.for_otlp(export.protocol)`)."""
+    if export.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcMetricExporter,
+        )
+
+        return GrpcMetricExporter(
+            timeout=export.timeout_s,
+            preferred_temporality=preferences.temporality,
+            preferred_aggregation=preferences.aggregation,
+        )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetricExporter,
+    )
+
+    return HttpMetricExporter(
+        timeout=export.timeout_s,
+        session=failures.http_session("metrics"),
+        preferred_temporality=preferences.temporality,
+        preferred_aggregation=preferences.aggregation,
+    )

@@ -1,4 +1,5 @@
-"""Destinations for domain events: the console, the JSONL log (an OTel adapter to come)."""
+"""Destinations for domain events: the console and the JSONL log (the OpenTelemetry sink
+lives in instrumentation/otel/adapter.py)."""
 
 from instrumentation.sinks.base import TelemetrySink
 from instrumentation.sinks.console import ConsoleSink

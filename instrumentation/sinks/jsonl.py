@@ -7,7 +7,7 @@ when an OpenTelemetry span was recording.
 With `max_bytes` set the log rotates as logrotate numbers it: `events.jsonl` is always the
 newest file, `events.jsonl.1` the one before it, up to `events.jsonl.<keep>`, the oldest
 kept. Rotation happens between lines, never inside one, so every file is strict JSONL on
-its own, and `instrumentation.jsonl_reader.read_log_set` reads the set back in order. With
+its own, and `instrumentation.jsonl_reader.log_files` lists the set in order. With
 `keep` bounded, the oldest lines are deliberately dropped once more than `keep` rotated
 files would exist: that is the point of the bound, and the price of it.
 

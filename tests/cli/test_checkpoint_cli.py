@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from app import telemetry
-from app.cli import INCOMPLETE_OUTPUT, main
+from app.cli import main
+from app.cli.errors import INCOMPLETE_OUTPUT
 from app.contracts.events import TelemetryLevel
 from app.training.checkpoint import UNVERIFIABLE_FORMAT, load_checkpoint, save_checkpoint
 

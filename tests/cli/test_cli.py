@@ -15,15 +15,14 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import PPO_FIELDS
+from helpers import PPO_FIELDS, read_log
 
 from app import telemetry
 from app.cli import main
 from app.contracts.events import RECORD_KEYS, EventType, Severity, TelemetryEvent, TelemetryLevel
-from instrumentation.jsonl_reader import read_events
 from instrumentation.sinks import ConsoleSink
 
-# Fast runs for everything but the done criterion.
+# Fast runs for everything but the full-size run through the console script.
 SYNTHETIC = ("--dataset", "synthetic", "--envs", "2", "--max-epochs", "3", "--no-progress")
 RUN_DIR = re.compile(r"telemetry_\d{4}-\d{2}-\d{2}_\d{6}(_\d+)?")
 
@@ -90,7 +89,7 @@ def strict_records(path: Path) -> list[dict[str, Any]]:
         records.append(record)
     # The project's own reader accepts every line.
     errors: list[Any] = []
-    assert len(list(read_events(path, on_error=errors.append))) == len(records)
+    assert len(list(read_log(path, on_error=errors.append))) == len(records)
     assert errors == []
     return records
 
@@ -104,7 +103,7 @@ def run_id_of(log: Path) -> str:
     return run_id
 
 
-# --- the done criterion ---------------------------------------------------------------------
+# --- a full-size run through the console script ----------------------------------------------
 
 
 def _console_script() -> list[str]:
@@ -114,7 +113,7 @@ def _console_script() -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["--recurrent"]], ids=["feedforward", "recurrent"])
-def test_done_criterion_train_writes_a_complete_strict_event_log(
+def test_train_writes_a_complete_strict_event_log_and_a_summary(
     tmp_path: Path, extra: list[str]
 ) -> None:
     telemetry_dir = tmp_path / "telemetry"
@@ -431,7 +430,7 @@ def test_an_event_shown_on_the_console_is_in_the_log_when_ctrl_c_lands_between_s
             if event.event_type == EventType.PPO_UPDATE_COMPLETED:
                 raise KeyboardInterrupt  # Ctrl-C right after the update was printed
 
-    monkeypatch.setattr("app.cli.ConsoleSink", InterruptedConsole)
+    monkeypatch.setattr("app.cli.train.ConsoleSink", InterruptedConsole)
     args = ["train", *SYNTHETIC, "--episodes", "4", "--telemetry-dir", str(tmp_path)]
     code, err = esper_here(args, capsys)
     assert code == 130

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from helpers import METRIC_TABLE
 
+from app.contracts import telemetry_names as names
 from app.rl.anomaly import AnomalyThresholds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +92,7 @@ def test_the_data_sources_are_prometheus_by_default_and_jaeger_linked_both_ways(
     # A span links to its run's metrics: the esper.run_id attribute becomes run_id="...".
     to_metrics = jaeger["jsonData"]["tracesToMetrics"]
     assert to_metrics["datasourceUid"] == "prometheus"
-    assert {"key": "esper.run_id", "value": "run_id"} in to_metrics["tags"]
+    assert {"key": names.RUN_ID, "value": "run_id"} in to_metrics["tags"]
     assert to_metrics["queries"]
     for query in to_metrics["queries"]:
         assert query["name"]

@@ -2,7 +2,7 @@
 with OTEL_EXPORTER_OTLP_ENDPOINT at a closed port or at a listener that accepts
 connections and never replies, over gRPC and over HTTP/protobuf, `esper train` exits 0,
 the JSONL log is complete, and the run takes at most the shutdown bound of
-instrumentation/otel/setup.py more than the same run without an endpoint, allowing for
+instrumentation/otel/session.py more than the same run without an endpoint, allowing for
 load (see `test_training_finishes_with_a_complete_log_within_the_bound`)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every Grafana panel query runs against a real Prometheus that scraped a real training
-run (issue 4, "Done means"): Grafana's variables are substituted as Grafana would, each
-query goes through Prometheus's HTTP query API, and a query that errors or returns no
-series fails the test. The Jaeger data source's trace-to-metrics queries are run too.
+run: Grafana's variables are substituted as Grafana would, each query goes through
+Prometheus's HTTP query API, and a query that errors or returns no series fails the test.
+The Jaeger data source's trace-to-metrics queries are run too.
 
 Needs the `prometheus` binary (Debian package `prometheus`), like test_prometheus.py.
 """

@@ -11,10 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import read_log
 
 from app.contracts.events import EventType
 from app.training.config import RunConfig
-from instrumentation.jsonl_reader import read_events
 
 # Raised only when something is wrong with the run itself, never by a healthy one.
 FAULTS = (
@@ -50,7 +50,7 @@ def test_default_run_raises_no_fault(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     [log] = telemetry_dir.glob("telemetry_*/events.jsonl")
-    counts = Counter(event.event_type for event in read_events(log))
+    counts = Counter(event.event_type for event in read_log(log))
     assert {fault: counts[fault] for fault in FAULTS} == dict.fromkeys(FAULTS, 0)
 
     defaults = RunConfig()

@@ -1,5 +1,5 @@
 """SIGTERM during a run that exports over OTLP: the run exits 143 within the shutdown bound
-of instrumentation/otel/setup.py, and what the completed batch recorded (its `esper.batch`
+of instrumentation/otel/session.py, and what the completed batch recorded (its `esper.batch`
 trace with the `esper.ppo.update` span and its event) and the metrics reached the collector
 (nothing is lost on SIGTERM). A second Ctrl-C while the export waits on a
 collector that never answers ends the wait: the log is whole, the summary says so."""
@@ -20,6 +20,7 @@ from receivers import BlackHole, GrpcReceiver, attributes_of
 
 from app import telemetry
 from app.cli import main
+from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
 from instrumentation.otel import DEFAULT_SHUTDOWN_TIMEOUT_S
 from instrumentation.sinks import ConsoleSink
@@ -40,13 +41,13 @@ def first_update(receiver: GrpcReceiver) -> tuple[Any, Any]:
     (batch,) = [
         span
         for span in spans
-        if span.name == "esper.batch" and attributes_of(span.attributes).get("esper.batch") == 1
+        if span.name == names.BATCH_SPAN and attributes_of(span.attributes).get(names.BATCH) == 1
     ]
     assert batch.parent_span_id == b""
     updates = [
         span
         for span in spans
-        if span.name == "esper.ppo.update" and span.parent_span_id == batch.span_id
+        if span.name == names.UPDATE_SPAN and span.parent_span_id == batch.span_id
     ]
     assert len(updates) == 1, sorted(span.name for span in spans)
     assert updates[0].trace_id == batch.trace_id
@@ -83,7 +84,7 @@ def test_sigterm_after_the_first_update_flushes_its_batch_within_the_bound(
     assert (logged["trace_id"], logged["span_id"]) == (update.trace_id.hex(), update.span_id.hex())
     # Metrics too: with the default 60 s interval only the shutdown flush exports them.
     metrics = receiver.metrics()
-    assert "esper.ppo.policy_loss" in metrics and "esper.events" in metrics, sorted(metrics)
+    assert "esper.ppo.policy_loss" in metrics and names.EVENTS in metrics, sorted(metrics)
 
 
 def test_an_update_shown_on_the_console_reaches_otlp_when_sigterm_lands_between_sinks(
@@ -99,7 +100,7 @@ def test_an_update_shown_on_the_console_reaches_otlp_when_sigterm_lands_between_
             if event.event_type == EventType.PPO_UPDATE_COMPLETED:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr("app.cli.ConsoleSink", TerminatedAfterConsole)
+    monkeypatch.setattr("app.cli.train.ConsoleSink", TerminatedAfterConsole)
     for name in [name for name in os.environ if name.startswith("OTEL_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)

@@ -8,6 +8,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from helpers import read_log
 
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.jsonl_reader import (
@@ -15,14 +16,14 @@ from instrumentation.jsonl_reader import (
     MAX_LINE_BYTES,
     LogLineError,
     NotRegularFileError,
-    read_events,
+    read_logged_events,
 )
 from instrumentation.sinks.jsonl import JsonlSink
 
 
 def _read(path: Path) -> tuple[list[TelemetryEvent], list[LogLineError]]:
     errors: list[LogLineError] = []
-    events = list(read_events(path, on_error=errors.append))
+    events = list(read_log(path, on_error=errors.append))
     return events, errors
 
 
@@ -95,7 +96,7 @@ def test_by_default_bad_lines_are_logged_as_warnings(
     path = tmp_path / "events.jsonl"
     path.write_text("not json\n")
 
-    assert list(read_events(path)) == []
+    assert list(read_logged_events(path)) == []
     assert "events.jsonl:1: invalid JSON" in caplog.text
 
 
@@ -209,7 +210,7 @@ def test_only_regular_files_are_read(kind: str, tmp_path: Path) -> None:
 
     def read() -> None:
         try:
-            list(read_events(path))
+            list(read_log(path))
         except BaseException as error:
             failures.append(error)
 
@@ -230,4 +231,4 @@ def test_a_link_to_a_log_is_read(tmp_path: Path) -> None:
     link = tmp_path / "events.jsonl"
     link.symlink_to(target)
 
-    assert [event.data for event in read_events(link)] == [{"i": 0}]
+    assert [event.data for event in read_log(link)] == [{"i": 0}]

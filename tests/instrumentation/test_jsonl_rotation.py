@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import read_log
 
 from app import telemetry
 from app.cli import main
 from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
-from instrumentation.jsonl_reader import log_files, read_log_set
+from instrumentation.jsonl_reader import log_files
 from instrumentation.sinks import ConsoleSink
 from instrumentation.sinks.jsonl import JsonlSink, to_strict_json
 
@@ -114,7 +115,7 @@ def test_no_line_is_lost_duplicated_or_cut_and_the_set_reads_in_order(
         assert lines, f"{path.name} is empty"
         assert path.stat().st_size <= max_bytes or len(lines) == 1
     assert _set_lines(sink) == [_line(event) for event in events]
-    assert [event.data["i"] for event in read_log_set(sink.path)] == list(range(300))
+    assert [event.data["i"] for event in read_log(sink.path)] == list(range(300))
 
 
 def test_each_file_is_as_full_as_the_next_line_allows(tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_keep_drops_the_oldest_files_only(tmp_path: Path) -> None:
     assert _names(sink) == ["events.jsonl.3", "events.jsonl.2", "events.jsonl.1", "events.jsonl"]
     kept = [_strict_lines(path) for path in log_files(sink.path)]
     assert kept == all_files[-4:], "the newest files, exactly as they would have been"
-    indexes = [event.data["i"] for event in read_log_set(sink.path)]
+    indexes = [event.data["i"] for event in read_log(sink.path)]
     assert indexes == list(range(200 - len(indexes), 200)), "a contiguous tail, in order"
 
 
@@ -214,7 +215,7 @@ def emitted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TelemetryEvent]]:
             seen.append(event)
             super().emit(event)
 
-    monkeypatch.setattr("app.cli.ConsoleSink", RecordingConsole)
+    monkeypatch.setattr("app.cli.train.ConsoleSink", RecordingConsole)
     threads = torch.get_num_threads()
     handler = telemetry.event_handler()
     yield seen
@@ -262,7 +263,7 @@ def test_train_rotates_its_log_into_a_set_that_holds_every_event_in_order(
     assert [_without_span_ids(line) for line in lines] == [
         to_strict_json(event.to_record()) for event in emitted
     ]
-    assert [event.event_id for event in read_log_set(log)] == [e.event_id for e in emitted]
+    assert [event.event_id for event in read_log(log)] == [e.event_id for e in emitted]
 
 
 def test_train_keep_bounds_the_rotated_files_and_keeps_the_newest_events(
@@ -280,7 +281,7 @@ def test_train_keep_bounds_the_rotated_files_and_keeps_the_newest_events(
         "events.jsonl.1",
         "events.jsonl",
     ]
-    kept = [event.event_id for event in read_log_set(log)]
+    kept = [event.event_id for event in read_log(log)]
     assert 0 < len(kept) < len(emitted)
     assert kept == [event.event_id for event in emitted][-len(kept) :]
 

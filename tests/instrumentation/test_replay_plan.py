@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.jsonl_reader import LoggedEvent
 from instrumentation.otel.adapter import timestamp_ns
@@ -42,10 +43,10 @@ def test_a_full_span_continues_in_numbered_parts_under_the_same_parent() -> None
     [plan] = plan_batch(batch, TraceLimits(span_events=3))
 
     root, *episodes = plan.spans
-    assert [span.key for span in episodes] == [SpanKey("esper.episode", 0)] * 3
+    assert [span.key for span in episodes] == [SpanKey(names.EPISODE_SPAN, 0)] * 3
     assert [len(span.events) for span in episodes] == [3, 3, 1]
-    assert [span.attributes()["esper.replay.part"] for span in episodes] == [1, 2, 3]
-    assert {span.attributes()["esper.replay.parts"] for span in episodes} == {3}
+    assert [span.attributes()[names.REPLAY_PART] for span in episodes] == [1, 2, 3]
+    assert {span.attributes()[names.REPLAY_PARTS] for span in episodes} == {3}
     assert all(span.parent is root for span in episodes)
     assert placed([plan]) == batch
     first = episodes[0]
@@ -57,7 +58,7 @@ def test_a_full_span_continues_in_numbered_parts_under_the_same_parent() -> None
 
 def test_an_unsplit_span_has_no_part_attributes() -> None:
     [plan] = plan_batch([event(0, env=0)], TraceLimits(span_events=3))
-    assert all("esper.replay.part" not in span.attributes() for span in plan.spans)
+    assert all(names.REPLAY_PART not in span.attributes() for span in plan.spans)
 
 
 def test_new_children_go_under_the_latest_part_of_their_parent() -> None:
@@ -70,8 +71,8 @@ def test_new_children_go_under_the_latest_part_of_their_parent() -> None:
 
     [plan] = plan_batch(batch, TraceLimits(span_events=2))
 
-    episode_parts = [span for span in plan.spans if span.key.name == "esper.episode"]
-    epochs = {span.key.epoch: span for span in plan.spans if span.key.name == "esper.epoch"}
+    episode_parts = [span for span in plan.spans if span.key.name == names.EPISODE_SPAN]
+    epochs = {span.key.epoch: span for span in plan.spans if span.key.name == names.EPOCH_SPAN}
     assert len(episode_parts) == 2
     assert epochs[1].parent is episode_parts[0]
     assert epochs[2].parent is episode_parts[1]

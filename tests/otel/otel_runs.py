@@ -19,6 +19,7 @@ from opentelemetry import trace
 from prometheus_client import generate_latest
 from receivers import GrpcReceiver, HttpReceiver, Received
 
+from app.contracts import telemetry_names as names
 from app.contracts.events import TelemetryEvent, TelemetryLevel
 from app.control.tracker import TrackerConfig
 from app.model.slot import SlotConfig
@@ -116,7 +117,7 @@ def train_and_export(
             session.report_sink_errors(hub)
             tracer = trace.get_tracer("esper.cli")
             with tracer.start_as_current_span(
-                "esper.run", attributes={"esper.run_id": run_id}
+                names.RUN_SPAN, attributes={names.RUN_ID: run_id}
             ) as run_span:
                 trainer = VectorizedTrainer(
                     FAST_CONFIG, load_dataset("synthetic", seed=0), run_id=run_id, run_span=run_span

@@ -22,6 +22,7 @@ from otel_runs import clear_otel_environment
 from receivers import GrpcReceiver, HttpReceiver, Received, attributes_of
 
 from app.cli import main
+from app.contracts import telemetry_names as names
 from instrumentation.otel.adapter import timestamp_ns
 
 
@@ -39,13 +40,13 @@ class Replayed:
         found = {}
         for span in self.spans():
             for event in span.events:
-                found[attributes_of(event.attributes)["esper.event.id"]] = (span, event)
+                found[attributes_of(event.attributes)[names.EVENT_ID]] = (span, event)
         return found
 
     def event_times(self) -> Counter[tuple[str, int]]:
         """(esper.event.id, time) of every exported span event, duplicates counted."""
         return Counter(
-            (attributes_of(event.attributes)["esper.event.id"], event.time_unix_nano)
+            (attributes_of(event.attributes)[names.EVENT_ID], event.time_unix_nano)
             for span in self.spans()
             for event in span.events
         )

@@ -13,10 +13,11 @@ import grpc
 import pytest
 from receivers import GrpcReceiver, HttpReceiver, Received, free_port
 
+from app.contracts import telemetry_names as names
+from instrumentation.otel import OpenTelemetrySession, configure_opentelemetry
 from instrumentation.otel.accounting import QUEUE_FULL, SHUTDOWN_BOUND
 from instrumentation.otel.batching import QueueSettings
 from instrumentation.otel.errors import TelemetryConfigError
-from instrumentation.otel.setup import OpenTelemetrySession, configure_opentelemetry
 from instrumentation.otel.summary import export_line
 
 
@@ -64,7 +65,7 @@ def make_spans(session: OpenTelemetrySession, count: int, events: int = 0) -> No
     assert session.tracer_provider is not None
     tracer = session.tracer_provider.get_tracer("test")
     for number in range(count):
-        with tracer.start_as_current_span("esper.epoch", attributes={"n": number}) as span:
+        with tracer.start_as_current_span(names.EPOCH_SPAN, attributes={"n": number}) as span:
             for event in range(events):
                 span.add_event("esper.test", {f"a{key}": key for key in range(event + 1)})
 

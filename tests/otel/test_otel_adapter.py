@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 from opentelemetry.sdk.trace import TracerProvider
 
+from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.otel.adapter import current_span_ids, event_attributes, timestamp_ns
 
@@ -36,7 +37,7 @@ def test_nested_data_is_flattened_lists_kept_and_nulls_omitted() -> None:
     assert attributes["esper.data.ratio"] == 0.5
     assert attributes["esper.data.flag"] is True
     assert "esper.data.gone" not in attributes
-    assert "esper.seed_id" not in attributes and "esper.message" not in attributes
+    assert names.SEED_ID not in attributes and names.MESSAGE not in attributes
 
 
 def test_timestamps_keep_microseconds() -> None:
@@ -47,7 +48,7 @@ def test_timestamps_keep_microseconds() -> None:
 def test_span_ids_only_inside_a_recording_span() -> None:
     assert current_span_ids() is None
     provider = TracerProvider()
-    with provider.get_tracer("test").start_as_current_span("esper.batch") as span:
+    with provider.get_tracer("test").start_as_current_span(names.BATCH_SPAN) as span:
         ids = current_span_ids()
         context = span.get_span_context()
         assert ids == (f"{context.trace_id:032x}", f"{context.span_id:016x}")

@@ -10,21 +10,18 @@ import pytest
 from opentelemetry import trace
 from receivers import BlackHole, GrpcReceiver, free_port
 
+from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, Severity, TelemetryEvent
-from instrumentation.otel import setup
-from instrumentation.otel.setup import (
-    SignalExport,
-    TelemetryConfigError,
-    build_resource,
-    configure_opentelemetry,
-)
+from instrumentation.otel import TelemetryConfigError, configure_opentelemetry, setup
+from instrumentation.otel.environment import DEFAULT_EXPORT_TIMEOUT_S, SignalExport
+from instrumentation.otel.resource import build_resource
 
 
 @pytest.fixture
 def no_otlp(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if an OTLP exporter is created."""
 
-    def refuse(export: SignalExport) -> None:
+    def refuse(export: SignalExport, *preferences: object) -> None:
         raise AssertionError(f"an OTLP exporter was created for {export.signal}")
 
     monkeypatch.setattr(setup, "otlp_span_exporter", refuse)
@@ -38,7 +35,7 @@ def test_sdk_disabled_installs_nothing(monkeypatch: pytest.MonkeyPatch, no_otlp:
     assert not session.enabled
     assert session.sink is None
     assert session.prometheus_port is None
-    with trace.get_tracer("test").start_as_current_span("esper.batch") as span:
+    with trace.get_tracer("test").start_as_current_span(names.BATCH_SPAN) as span:
         assert not span.is_recording()
     assert session.shutdown(timeout_s=1)
 
@@ -65,7 +62,7 @@ def test_protocol_default_and_per_signal_override(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
     assert SignalExport.from_environment("traces").protocol == "grpc"
     assert SignalExport.from_environment("metrics").protocol == "http/protobuf"
-    assert SignalExport.from_environment("traces").timeout_s == setup.DEFAULT_EXPORT_TIMEOUT_S
+    assert SignalExport.from_environment("traces").timeout_s == DEFAULT_EXPORT_TIMEOUT_S
 
 
 @pytest.mark.parametrize(
@@ -99,7 +96,7 @@ def test_port_in_use_is_a_clear_error() -> None:
 def test_resource_service_name_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
     attributes = build_resource("abc").attributes
     assert attributes["service.name"] == "esper-training"
-    assert attributes["service.instance.id"] == attributes["esper.run_id"] == "abc"
+    assert attributes["service.instance.id"] == attributes[names.RUN_ID] == "abc"
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs,team=ml")
     assert build_resource("abc").attributes["service.name"] == "from-attrs"
     monkeypatch.setenv("OTEL_SERVICE_NAME", "from-name")
@@ -121,13 +118,13 @@ def test_a_second_session_takes_over_the_global_tracer(monkeypatch: pytest.Monke
             assert session.shutdown(timeout_s=5)
         with tracer.start_as_current_span("after") as span:
             assert not span.is_recording()
-        names = {span.name for span in receiver.spans()}
-        assert names == {"span-first", "span-second"}
+        span_names = {span.name for span in receiver.spans()}
+        assert span_names == {"span-first", "span-second"}
         run_ids = {
             value.value.string_value
             for resource in receiver.resources()
             for value in resource.attributes
-            if value.key == "esper.run_id"
+            if value.key == names.RUN_ID
         }
         assert run_ids == {"first", "second"}
     finally:
@@ -172,7 +169,7 @@ def test_shutdown_is_bounded_when_the_collector_is_down(
     tracer = session.tracer_provider.get_tracer("test")
     started = time.perf_counter()
     for batch in range(50):
-        with tracer.start_as_current_span("esper.batch", attributes={"esper.batch": batch}):
+        with tracer.start_as_current_span(names.BATCH_SPAN, attributes={names.BATCH: batch}):
             session.sink.emit(TelemetryEvent(EventType.PLATEAU_DETECTED, data={"batch": batch}))
     assert time.perf_counter() - started < 0.5
     bound = 1.0
@@ -189,7 +186,7 @@ def test_failed_exports_are_counted_as_sink_errors(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0.2")
     session = configure_opentelemetry("run", install_globally=False)
     assert session.tracer_provider is not None
-    with session.tracer_provider.get_tracer("test").start_as_current_span("esper.batch"):
+    with session.tracer_provider.get_tracer("test").start_as_current_span(names.BATCH_SPAN):
         pass
     session.tracer_provider.force_flush(2000)
     assert session.sink_errors()["otlp_traces"] == 1
@@ -200,7 +197,7 @@ def test_error_events_set_the_span_status(monkeypatch: pytest.MonkeyPatch) -> No
     session = configure_opentelemetry("run", install_globally=False)
     assert session.tracer_provider is not None and session.sink is not None
     tracer = session.tracer_provider.get_tracer("test")
-    with tracer.start_as_current_span("esper.batch") as span:
+    with tracer.start_as_current_span(names.BATCH_SPAN) as span:
         session.sink.emit(
             TelemetryEvent(EventType.COMMAND_FAILED, message="boom", severity=Severity.ERROR)
         )

@@ -9,10 +9,11 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from helpers import HISTOGRAMS, METRIC_TABLE, PPO_GAUGES
+from helpers import HISTOGRAMS, METRIC_TABLE
 from otel_runs import ExportedRun
 from receivers import attributes_of
 
+from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
 
 ANOMALY_EVENTS = {
@@ -56,15 +57,15 @@ def spans_by_id(run: ExportedRun) -> dict[bytes, Any]:
 def expected_attributes(event: TelemetryEvent) -> dict[str, Any]:
     """The span-event attributes of docs/opentelemetry.md, computed independently of the adapter."""
     expected: dict[str, Any] = {
-        "esper.event.type": event.event_type.value,
-        "esper.event.id": event.event_id,
-        "esper.event.severity": event.severity.value,
+        names.EVENT_TYPE: event.event_type.value,
+        names.EVENT_ID: event.event_id,
+        names.EVENT_SEVERITY: event.severity.value,
     }
     for key, value in (
-        ("esper.seed_id", event.seed_id),
-        ("esper.slot_id", event.slot_id),
-        ("esper.epoch", event.epoch),
-        ("esper.message", event.message or None),
+        (names.SEED_ID, event.seed_id),
+        (names.SLOT_ID, event.slot_id),
+        (names.EPOCH, event.epoch),
+        (names.MESSAGE, event.message or None),
     ):
         if value is not None:
             expected[key] = value
@@ -76,7 +77,7 @@ def expected_attributes(event: TelemetryEvent) -> dict[str, Any]:
             elif value is not None:
                 expected[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
 
-    add("esper.data.", event.data)
+    add(names.DATA_PREFIX, event.data)
     return expected
 
 
@@ -91,36 +92,36 @@ def same(left: Any, right: Any) -> bool:
 def test_span_tree_one_trace_per_batch_linked_to_the_run(exported_run: ExportedRun) -> None:
     spans = exported_run.received.spans()
     by_id = spans_by_id(exported_run)
-    names = Counter(span.name for span in spans)
+    spans_named = Counter(span.name for span in spans)
     config_batches = 2
-    assert names["esper.run"] == 1
-    assert names["esper.batch"] == config_batches
-    assert names["esper.episode"] == 4
-    assert names["esper.epoch"] == 4 * 8
-    assert names["esper.ppo.update"] == config_batches
+    assert spans_named[names.RUN_SPAN] == 1
+    assert spans_named[names.BATCH_SPAN] == config_batches
+    assert spans_named[names.EPISODE_SPAN] == 4
+    assert spans_named[names.EPOCH_SPAN] == 4 * 8
+    assert spans_named[names.UPDATE_SPAN] == config_batches
 
-    (run_span,) = [span for span in spans if span.name == "esper.run"]
-    batches = [span for span in spans if span.name == "esper.batch"]
+    (run_span,) = [span for span in spans if span.name == names.RUN_SPAN]
+    batches = [span for span in spans if span.name == names.BATCH_SPAN]
     assert len({batch.trace_id for batch in batches} | {run_span.trace_id}) == 3
     for batch in batches:
         assert batch.parent_span_id == b""
-        assert attributes_of(batch.attributes)["esper.run_id"] == exported_run.run_id
+        assert attributes_of(batch.attributes)[names.RUN_ID] == exported_run.run_id
         assert [(link.trace_id, link.span_id) for link in batch.links] == [
             (run_span.trace_id, run_span.span_id)
         ]
     for span in spans:
-        if span.name in ("esper.episode", "esper.ppo.update"):
-            assert by_id[span.parent_span_id].name == "esper.batch"
+        if span.name in (names.EPISODE_SPAN, names.UPDATE_SPAN):
+            assert by_id[span.parent_span_id].name == names.BATCH_SPAN
             assert span.trace_id == by_id[span.parent_span_id].trace_id
-        if span.name == "esper.epoch":
+        if span.name == names.EPOCH_SPAN:
             episode = by_id[span.parent_span_id]
-            assert episode.name == "esper.episode"
-            env_id = attributes_of(span.attributes)["esper.env_id"]
-            assert attributes_of(episode.attributes)["esper.env_id"] == env_id
+            assert episode.name == names.EPISODE_SPAN
+            env_id = attributes_of(span.attributes)[names.ENV_ID]
+            assert attributes_of(episode.attributes)[names.ENV_ID] == env_id
     envs = {
-        attributes_of(span.attributes)["esper.env_id"]
+        attributes_of(span.attributes)[names.ENV_ID]
         for span in spans
-        if span.name == "esper.episode"
+        if span.name == names.EPISODE_SPAN
     }
     assert envs == {0, 1}
 
@@ -130,7 +131,7 @@ def test_every_event_arrives_as_a_span_event_with_its_data(exported_run: Exporte
     for span in exported_run.received.spans():
         for span_event in span.events:
             attributes = attributes_of(span_event.attributes)
-            exported[attributes["esper.event.id"]] = (span, span_event)
+            exported[attributes[names.EVENT_ID]] = (span, span_event)
             assert span_event.dropped_attributes_count == 0
         assert span.dropped_events_count == 0
     assert {event.event_type for event in exported_run.events} >= {
@@ -153,17 +154,17 @@ def test_every_event_arrives_as_a_span_event_with_its_data(exported_run: Exporte
 
 def test_events_land_on_the_innermost_span(exported_run: ExportedRun) -> None:
     holder = {
-        attributes_of(span_event.attributes)["esper.event.id"]: span.name
+        attributes_of(span_event.attributes)[names.EVENT_ID]: span.name
         for span in exported_run.received.spans()
         for span_event in span.events
     }
     for event in exported_run.events:
         if event.event_type in EPOCH_EVENTS:
-            assert holder[event.event_id] == "esper.epoch", event.event_type
+            assert holder[event.event_id] == names.EPOCH_SPAN, event.event_type
         elif event.event_type in BATCH_EVENTS:
-            assert holder[event.event_id] == "esper.batch", event.event_type
+            assert holder[event.event_id] == names.BATCH_SPAN, event.event_type
         elif event.event_type in UPDATE_EVENTS:
-            assert holder[event.event_id] == "esper.ppo.update", event.event_type
+            assert holder[event.event_id] == names.UPDATE_SPAN, event.event_type
 
 
 def test_debug_gradient_statistics_fit_the_event_attribute_limit(
@@ -187,13 +188,13 @@ def test_resource_attributes(exported_run: ExportedRun) -> None:
         assert attributes["service.name"] == "esper-training"
         assert attributes["service.version"]
         assert attributes["service.instance.id"] == exported_run.run_id
-        assert attributes["esper.run_id"] == exported_run.run_id
+        assert attributes[names.RUN_ID] == exported_run.run_id
         assert attributes["deployment.environment"] == "test"
 
 
 def test_jsonl_trace_and_span_ids_match_the_exported_spans(exported_run: ExportedRun) -> None:
     holder = {
-        attributes_of(span_event.attributes)["esper.event.id"]: span
+        attributes_of(span_event.attributes)[names.EVENT_ID]: span
         for span in exported_run.received.spans()
         for span_event in span.events
     }
@@ -221,40 +222,36 @@ def test_otlp_metrics_have_the_design_instruments_and_labels(exported_run: Expor
     points = _otlp_points(exported_run)
     run_id = exported_run.run_id
     expected_labels = {
-        **{name.replace("_", ".", 2): set() for name in []},
-        "esper.training.accuracy": {"window"},
-        "esper.training.reward": set(),
-        "esper.episodes": set(),
-        "esper.events": {"event_type", "severity"},
-        "esper.anomalies": {"anomaly_type"},
-        "esper.seeds": {"stage"},
-        "esper.batch.duration": set(),
-        "esper.epoch.duration": set(),
-        "esper.ppo.update.duration": set(),
-        "esper.telemetry.sink_errors": {"sink"},
+        **{names.ppo_gauge(statistic): set() for statistic in names.PPO_STATISTICS},
+        names.TRAINING_ACCURACY: {"window"},
+        names.TRAINING_REWARD: set(),
+        names.EPISODES: set(),
+        names.EVENTS: {"event_type", "severity"},
+        names.ANOMALIES: {"anomaly_type"},
+        names.SEEDS: {"stage"},
+        names.BATCH_DURATION: set(),
+        names.EPOCH_DURATION: set(),
+        names.UPDATE_DURATION: set(),
+        names.SINK_ERRORS: {"sink"},
     }
-    for gauge in PPO_GAUGES:
-        expected_labels["esper.ppo." + gauge.removeprefix("esper_ppo_")] = set()
     for name, labels in expected_labels.items():
         assert points.get(name), f"{name} was not exported"
         for point in points[name]:
             assert point["run_id"] == run_id
             assert set(point) - {"_point", "run_id"} == labels, name
-    windows = {point["window"] for point in points["esper.training.accuracy"]}
+    windows = {point["window"] for point in points[names.TRAINING_ACCURACY]}
     assert windows == {"batch", "rolling"}
-    (episodes,) = points["esper.episodes"]
+    (episodes,) = points[names.EPISODES]
     assert episodes["_point"].as_int == 4
     counted = Counter(
         (event.event_type.value, event.severity.value) for event in exported_run.events
     )
     exported = {
         (point["event_type"], point["severity"]): point["_point"].as_int
-        for point in points["esper.events"]
+        for point in points[names.EVENTS]
     }
     assert exported == dict(counted)
-    sinks = {
-        point["sink"]: point["_point"].as_int for point in points["esper.telemetry.sink_errors"]
-    }
+    sinks = {point["sink"]: point["_point"].as_int for point in points[names.SINK_ERRORS]}
     # Every hub sink and every exporter from zero, and what span limits dropped.
     assert sinks == {
         "jsonl": 0,
@@ -264,7 +261,7 @@ def test_otlp_metrics_have_the_design_instruments_and_labels(exported_run: Expor
         "otlp_metrics": 0,
         "span_limits": 0,
     }
-    epochs = points["esper.epoch.duration"][0]["_point"]
+    epochs = points[names.EPOCH_DURATION][0]["_point"]
     assert epochs.count == 4 * 8
     assert list(epochs.explicit_bounds)[:3] == [0.005, 0.01, 0.025]
 

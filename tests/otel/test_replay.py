@@ -16,6 +16,7 @@ from receivers import attributes_of
 from replay_runs import Replayed, original_ns, records, replay
 
 from app.cli import main
+from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.jsonl_reader import LoggedEvent
 from instrumentation.replay import batches, log_files, run_id_for
@@ -48,7 +49,7 @@ def test_every_event_arrives_with_its_original_timestamp(
         assert event.name == f"esper.{record['event_type'].lower()}"
         assert event.time_unix_nano == original_ns(record)
         attributes = attributes_of(event.attributes)
-        assert attributes["esper.event.type"] == record["event_type"]
+        assert attributes[names.EVENT_TYPE] == record["event_type"]
         for key, value in record["data"].items():
             assert attributes.get(f"esper.data.{key}") == value
 
@@ -57,19 +58,19 @@ def test_one_trace_per_batch_linked_to_the_run_span(
     legacy_replay: Replayed, legacy_log: Path
 ) -> None:
     updates = sum(record["event_type"] == "PPO_UPDATE_COMPLETED" for record in records(legacy_log))
-    [run] = legacy_replay.spans("esper.run")
+    [run] = legacy_replay.spans(names.RUN_SPAN)
     run_attributes = attributes_of(run.attributes)
-    assert run_attributes == {"esper.run_id": legacy_log.stem, "esper.replayed": True}
+    assert run_attributes == {names.RUN_ID: legacy_log.stem, names.REPLAYED: True}
     assert run.start_time_unix_nano == original_ns(records(legacy_log)[0])
-    roots = legacy_replay.spans("esper.batch")
+    roots = legacy_replay.spans(names.BATCH_SPAN)
     # Three updates close three batches; the events after the last one are a fourth.
     assert updates == 3
     assert len(roots) == updates + 1
     assert len({root.trace_id for root in roots} | {run.trace_id}) == len(roots) + 1
     for number, root in enumerate(sorted(roots, key=lambda span: span.start_time_unix_nano), 1):
         attributes = attributes_of(root.attributes)
-        assert attributes["esper.run_id"] == legacy_log.stem
-        assert attributes["esper.batch"] == number
+        assert attributes[names.RUN_ID] == legacy_log.stem
+        assert attributes[names.BATCH] == number
         assert root.parent_span_id == b""
         [link] = root.links
         assert (link.trace_id, link.span_id) == (run.trace_id, run.span_id)
@@ -83,16 +84,16 @@ def test_events_land_on_the_span_of_design_section_5(
     for record in records(legacy_log):
         span, _ = exported[record["event_id"]]
         if record["event_type"] in UPDATE_EVENTS:
-            assert span.name == "esper.ppo.update"
+            assert span.name == names.UPDATE_SPAN
             continue
         attributes = attributes_of(span.attributes)
-        assert attributes["esper.env_id"] == record["data"]["env_id"]
+        assert attributes[names.ENV_ID] == record["data"]["env_id"]
         if record["epoch"] is None:
-            assert span.name == "esper.episode"
+            assert span.name == names.EPISODE_SPAN
         else:
-            assert span.name == "esper.epoch"
-            assert attributes["esper.epoch"] == record["epoch"]
-            assert by_id[span.parent_span_id].name == "esper.episode"
+            assert span.name == names.EPOCH_SPAN
+            assert attributes[names.EPOCH] == record["epoch"]
+            assert by_id[span.parent_span_id].name == names.EPISODE_SPAN
 
 
 def test_spans_start_and_end_at_their_first_and_last_event(legacy_replay: Replayed) -> None:
@@ -101,7 +102,7 @@ def test_spans_start_and_end_at_their_first_and_last_event(legacy_replay: Replay
     for span in by_id.values():
         children.setdefault(span.parent_span_id, []).append(span)
     for span in legacy_replay.spans():
-        if span.name == "esper.run":
+        if span.name == names.RUN_SPAN:
             continue
         own = [event.time_unix_nano for event in span.events]
         inner = [child.start_time_unix_nano for child in children.get(span.span_id, [])]
@@ -111,7 +112,7 @@ def test_spans_start_and_end_at_their_first_and_last_event(legacy_replay: Replay
 
 
 def test_metrics_count_the_events_of_the_log(legacy_replay: Replayed, legacy_log: Path) -> None:
-    [*_, events_total] = legacy_replay.received.metrics()["esper.events"]
+    [*_, events_total] = legacy_replay.received.metrics()[names.EVENTS]
     counted: Counter[str] = Counter()
     for point in events_total.sum.data_points:
         attributes = attributes_of(point.attributes)
@@ -154,10 +155,10 @@ def test_a_rotated_set_replays_oldest_first(legacy_log: Path, tmp_path: Path) ->
     assert replayed.code == 0, replayed.stderr
     assert "170 replayed from 3 file(s)" in replayed.stderr
     # Batches split at the updates of lines 48, 100 and 135 only if read in order.
-    roots = sorted(replayed.spans("esper.batch"), key=lambda span: span.start_time_unix_nano)
+    roots = sorted(replayed.spans(names.BATCH_SPAN), key=lambda span: span.start_time_unix_nano)
     events_per_trace = Counter(span.trace_id for span in replayed.spans() for _ in span.events)
     assert [events_per_trace[root.trace_id] for root in roots] == [48, 52, 35, 35]
-    assert {attributes_of(root.attributes)["esper.run_id"] for root in roots} == {"rotated-run"}
+    assert {attributes_of(root.attributes)[names.RUN_ID] for root in roots} == {"rotated-run"}
 
 
 def test_original_trace_ids_are_kept_as_span_attributes(legacy_log: Path, tmp_path: Path) -> None:
@@ -168,10 +169,10 @@ def test_original_trace_ids_are_kept_as_span_attributes(legacy_log: Path, tmp_pa
 
     replayed = replay("grpc", [str(log)])
 
-    [span] = replayed.spans("esper.epoch")
+    [span] = replayed.spans(names.EPOCH_SPAN)
     attributes = attributes_of(span.attributes)
-    assert attributes["esper.original_trace_id"] == "ab" * 16
-    assert attributes["esper.original_span_id"] == "cd" * 8
+    assert attributes[names.ORIGINAL_TRACE_ID] == "ab" * 16
+    assert attributes[names.ORIGINAL_SPAN_ID] == "cd" * 8
     assert span.trace_id.hex() != "ab" * 16
 
 

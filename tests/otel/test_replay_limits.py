@@ -15,6 +15,7 @@ from otel_runs import PROTOCOLS
 from receivers import attributes_of
 from replay_runs import Replayed, original_ns, records, replay
 
+from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.replay_plan import TRACE_EVENTS, TRACE_SPANS, TraceLimits
 
@@ -67,21 +68,21 @@ def assert_parts_are_siblings(replayed: Replayed) -> None:
     """The parts of a span in one trace share its name, attributes and parent, and are
     numbered 1..n across the batch."""
     batch_of = {
-        root.trace_id: attributes_of(root.attributes)["esper.batch"]
-        for root in replayed.spans("esper.batch")
+        root.trace_id: attributes_of(root.attributes)[names.BATCH]
+        for root in replayed.spans(names.BATCH_SPAN)
     }
     parts: dict[tuple[object, ...], list[Span]] = defaultdict(list)
     for span in replayed.spans():
         attributes = attributes_of(span.attributes)
-        if "esper.replay.part" in attributes:
+        if names.REPLAY_PART in attributes:
             batch = batch_of[span.trace_id]
-            key = (batch, span.name, attributes.get("esper.env_id"), attributes.get("esper.epoch"))
+            key = (batch, span.name, attributes.get(names.ENV_ID), attributes.get(names.EPOCH))
             parts[key].append(span)
     assert parts, "nothing was split"
     for key, spans in parts.items():
-        numbers = sorted(attributes_of(span.attributes)["esper.replay.part"] for span in spans)
+        numbers = sorted(attributes_of(span.attributes)[names.REPLAY_PART] for span in spans)
         assert numbers == list(range(1, len(spans) + 1)), key
-        assert {attributes_of(span.attributes)["esper.replay.parts"] for span in spans} == {
+        assert {attributes_of(span.attributes)[names.REPLAY_PARTS] for span in spans} == {
             len(spans)
         }
         parents_by_trace = defaultdict(set)
@@ -105,18 +106,18 @@ def test_every_event_of_a_huge_batch_arrives_and_no_span_exceeds_the_limit(
     assert_within_limits(replayed, SDK_DEFAULT_SPAN_EVENTS)
     assert_parts_are_siblings(replayed)
     assert f"events:    {len(written)} replayed" in replayed.stderr
-    roots = replayed.spans("esper.batch")
+    roots = replayed.spans(names.BATCH_SPAN)
     assert len(roots) >= 2, "a batch over the trace bound continues in another trace"
     assert f"traces:    {len(roots)} trace(s) for 1 batch(es)" in replayed.stderr
-    [run] = replayed.spans("esper.run")
+    [run] = replayed.spans(names.RUN_SPAN)
     assert all(root.links[0].span_id == run.span_id for root in roots)
     # Every split kind: the episodes, the update span and the batch root itself.
     split = {
         span.name
         for span in replayed.spans()
-        if "esper.replay.part" in attributes_of(span.attributes)
+        if names.REPLAY_PART in attributes_of(span.attributes)
     }
-    assert split == {"esper.episode", "esper.ppo.update", "esper.batch"}
+    assert split == {names.EPISODE_SPAN, names.UPDATE_SPAN, names.BATCH_SPAN}
 
 
 def test_a_small_span_event_limit_from_the_environment_is_honoured(legacy_log: Path) -> None:
@@ -131,16 +132,18 @@ def test_a_small_span_event_limit_from_the_environment_is_honoured(legacy_log: P
     exported = replayed.span_events()
     for record in records(legacy_log):
         span, _ = exported[record["event_id"]]
-        if "env_id" in record["data"] and span.name != "esper.ppo.update":
-            assert attributes_of(span.attributes)["esper.env_id"] == record["data"]["env_id"]
-            assert span.name == ("esper.episode" if record["epoch"] is None else "esper.epoch")
+        if "env_id" in record["data"] and span.name != names.UPDATE_SPAN:
+            assert attributes_of(span.attributes)[names.ENV_ID] == record["data"]["env_id"]
+            assert span.name == (
+                names.EPISODE_SPAN if record["epoch"] is None else names.EPOCH_SPAN
+            )
 
 
 def test_parts_do_not_count_as_more_episodes_or_batches(legacy_log: Path) -> None:
     def counted(replayed: Replayed) -> tuple[int, int]:
         metrics = replayed.received.metrics()
-        [point] = metrics["esper.episodes"][-1].sum.data_points
-        [batches] = metrics["esper.batch.duration"][-1].histogram.data_points
+        [point] = metrics[names.EPISODES][-1].sum.data_points
+        [batches] = metrics[names.BATCH_DURATION][-1].histogram.data_points
         return point.as_int, batches.count
 
     whole = replay("http/protobuf", [str(legacy_log)])
@@ -154,7 +157,7 @@ def test_events_the_sdk_drops_anyway_are_reported_and_fail_the_replay(
 ) -> None:
     # A planner that ignores the limit: the fault the accounting must catch.
     monkeypatch.setattr(
-        "instrumentation.replay._trace_limits", lambda provider: TraceLimits(span_events=None)
+        "instrumentation.replay._trace_limits", lambda span_limits: TraceLimits(span_events=None)
     )
 
     replayed = replay("grpc", [str(legacy_log)], {"OTEL_SPAN_EVENT_COUNT_LIMIT": "5"})

@@ -14,22 +14,23 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, AlwaysRecordSampler
 from otel_runs import ExportedRun, train_and_export
 from receivers import attributes_of
 
+from app.contracts import telemetry_names as names
 from instrumentation.otel.adapter import current_span_ids
 
 # Metrics whose values are the same in every run of FAST_CONFIG (durations are not).
 DETERMINISTIC = (
-    "esper.episodes",
-    "esper.events",
-    "esper.anomalies",
-    "esper.seeds",
-    "esper.training.accuracy",
-    "esper.training.reward",
+    names.EPISODES,
+    names.EVENTS,
+    names.ANOMALIES,
+    names.SEEDS,
+    names.TRAINING_ACCURACY,
+    names.TRAINING_REWARD,
     "esper.ppo.policy_loss",
     "esper.ppo.value_loss",
     "esper.ppo.entropy",
     "esper.ppo.approx_kl",
 )
-HISTOGRAMS = ("esper.batch.duration", "esper.ppo.update.duration", "esper.epoch.duration")
+HISTOGRAMS = (names.BATCH_DURATION, names.UPDATE_DURATION, names.EPOCH_DURATION)
 # Trace ids come from Python's `random`: a fixed seed makes the sampling outcome of the
 # 20 % run reproducible (with this seed one of its three traces is sampled).
 SEED = 1
@@ -73,9 +74,9 @@ def test_metrics_do_not_depend_on_sampling(
         {"OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_SAMPLER_ARG": argument},
     )
     points, expected = last_points(run), last_points(unsampled)
-    assert points["esper.episodes"] == {(): 4}
-    assert points["esper.batch.duration"] == {(): 2}
-    assert points["esper.ppo.update.duration"] == {(): 2}
+    assert points[names.EPISODES] == {(): 4}
+    assert points[names.BATCH_DURATION] == {(): 2}
+    assert points[names.UPDATE_DURATION] == {(): 2}
     for name in (*DETERMINISTIC, *HISTOGRAMS):
         assert points[name] == expected[name], name
 
@@ -95,7 +96,7 @@ def test_metrics_do_not_depend_on_sampling(
 
 def test_a_recorded_but_unsampled_span_is_not_named_in_the_log() -> None:
     provider = TracerProvider(sampler=AlwaysRecordSampler(ALWAYS_OFF))
-    with provider.get_tracer("test").start_as_current_span("esper.batch") as span:
+    with provider.get_tracer("test").start_as_current_span(names.BATCH_SPAN) as span:
         assert span.is_recording()
         assert current_span_ids() is None
     provider.shutdown()

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from app.rl.ppo import PPOAgent, PPOConfig
+from app.rl.ppo import PPOAgent
+from app.rl.ppo_config import PPOConfig
 
 
 @pytest.mark.parametrize("recurrent", [False, True], ids=["feedforward", "recurrent"])

@@ -17,7 +17,9 @@ from app.rl.anomaly import (
     anomaly_event,
     report,
 )
-from app.rl.ppo import PPOAgent, PPOConfig, PPOUpdateMetrics
+from app.rl.ppo import PPOAgent
+from app.rl.ppo_config import PPOConfig
+from app.rl.ppo_statistics import PPOUpdateMetrics
 
 HEALTHY = PPOUpdateMetrics(
     policy_loss=0.001,

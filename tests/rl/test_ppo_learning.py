@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from app.rl.buffer import RolloutBuffer
-from app.rl.ppo import PPOAgent, PPOConfig
+from app.rl.ppo import PPOAgent
+from app.rl.ppo_config import PPOConfig
 
 MAX_UPDATES = 60
 Collect = Callable[[PPOAgent, Any], RolloutBuffer]

@@ -14,7 +14,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from app.rl.ppo import PPOAgent, PPOConfig, explained_variance
+from app.rl.ppo import PPOAgent
+from app.rl.ppo_config import PPOConfig
+from app.rl.ppo_statistics import explained_variance
 
 PATHS = {
     "feedforward": (False, None),

@@ -135,15 +135,15 @@ def test_action_kinds_group_blueprints() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"window": 2}, "window must be at least 3"),
-        ({"share": 0.0}, "share must be in (0, 1]"),
-        ({"share": 1.5}, "share must be in (0, 1]"),
-        ({"share_ratio": 0.5}, "share_ratio must be at least 1"),
-        ({"min_action_steps": 0}, "min_action_steps must be at least 1"),
-        ({"reward_trend_t": math.nan}, "reward_trend_t must be finite"),
+        ({"window": 2}, "window must be at least 3, got 2"),
+        ({"share": 0.0}, "share must be greater than 0 and at most 1, got 0"),
+        ({"share": 1.5}, "share must be greater than 0 and at most 1, got 1.5"),
+        ({"share_ratio": 0.5}, "share_ratio must be at least 1, got 0.5"),
+        ({"min_action_steps": 0}, "min_action_steps must be at least 1, got 0"),
+        ({"reward_trend_t": math.nan}, "reward_trend_t must be finite, got nan"),
     ],
 )
 def test_config_is_validated(changes: dict[str, float], message: str) -> None:
-    with pytest.raises(ValueError, match="RewardHackingConfig") as error:
+    with pytest.raises(ValueError) as error:
         RewardHackingConfig(**changes)  # type: ignore[arg-type]
-    assert message in str(error.value)
+    assert str(error.value) == f"RewardHackingConfig.{message}"

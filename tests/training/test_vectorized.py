@@ -14,13 +14,12 @@ import pytest
 import torch
 from helpers import ANOMALY_FIELDS, PPO_FIELDS, SEED_OUTCOME_FIELDS, EventRecorder
 
-from app import telemetry
 from app.contracts.actions import BLUEPRINTS, Action
 from app.contracts.events import EventType, Severity, TelemetryEvent, TelemetryLevel
 from app.contracts.stages import SeedStage
 from app.model.host import SLOT_ID
 from app.rl.anomaly import Anomaly, AnomalyThresholds
-from app.rl.ppo import LAYER_STAT_NAMES
+from app.rl.ppo_statistics import LAYER_STAT_NAMES
 from app.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from app.training.commands import run_command
 from app.training.config import RunConfig
@@ -444,7 +443,7 @@ def test_anomaly_is_emitted_before_its_update_and_escalates_the_next_ones(
             assert "layer_grad_stats" not in update.data
         else:
             _assert_layer_stats(update.data, trainer)
-    assert telemetry.current_level() == TelemetryLevel.DEBUG
+    assert trainer.escalation.level == TelemetryLevel.DEBUG
 
 
 def test_escalation_expires_after_the_configured_updates(
@@ -479,7 +478,7 @@ def test_escalation_expires_after_the_configured_updates(
     updates = events.of_type(EventType.PPO_UPDATE_COMPLETED)
     assert [("layer_grad_stats" in u.data) for u in updates] == [False, True, False]
     assert len(events.of_type(EventType.VALUE_COLLAPSE_DETECTED)) == 1
-    assert telemetry.current_level() == TelemetryLevel.NORMAL
+    assert trainer.escalation.level == TelemetryLevel.NORMAL
 
 
 # --- determinism ----------------------------------------------------------------------------
