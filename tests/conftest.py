@@ -1,6 +1,7 @@
 """Fixtures for every test directory: a recorder of the events emitted through telemetry,
-the legacy event log that the original system wrote (tests/fixtures/), and a driver that
-steps a seed slot through its lifecycle (the slot, lifecycle and governor tests)."""
+the legacy event log that the original system wrote (tests/fixtures/), a driver that
+steps a seed slot through its lifecycle (the slot, lifecycle and governor tests), and the
+process state that in-process `esper` runs change."""
 
 from __future__ import annotations
 
@@ -55,3 +56,17 @@ def drive() -> Callable[[SeedSlot, SeedStage], None]:
         raise AssertionError(f"slot never reached {target.name}; stuck in {slot.stage.name}")
 
     return step_until
+
+
+@pytest.fixture
+def in_process_run_state() -> Iterator[None]:
+    """Puts back what an in-process `app.cli.main(["train", ...])` changes: torch's thread
+    count, the telemetry handler and level."""
+    import torch  # here, not at the top: most test directories do not need torch
+
+    threads = torch.get_num_threads()
+    handler = telemetry.event_handler()
+    yield
+    torch.set_num_threads(threads)
+    telemetry.set_event_handler(handler)
+    telemetry.set_level(TelemetryLevel.NORMAL)

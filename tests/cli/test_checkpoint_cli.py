@@ -10,31 +10,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from app import telemetry
 from app.cli import main
 from app.cli.errors import INCOMPLETE_OUTPUT
-from app.contracts.events import TelemetryLevel
 from app.training.checkpoint import UNVERIFIABLE_FORMAT, load_checkpoint, save_checkpoint
 
 SYNTHETIC = ("--dataset", "synthetic", "--envs", "2", "--max-epochs", "3", "--no-progress")
 
 
-@pytest.fixture(autouse=True)
-def _restore_process_state() -> Iterator[None]:
-    """In-process runs set torch's thread count, the telemetry level and handler."""
-    threads = torch.get_num_threads()
-    handler = telemetry.event_handler()
-    yield
-    torch.set_num_threads(threads)
-    telemetry.set_event_handler(handler)
-    telemetry.set_level(TelemetryLevel.NORMAL)
+pytestmark = pytest.mark.usefixtures("in_process_run_state")
 
 
 def esper_here(args: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,8 @@ import pytest
 import torch
 from helpers import PPO_FIELDS, read_log
 
-from app import telemetry
 from app.cli import main
-from app.contracts.events import RECORD_KEYS, EventType, Severity, TelemetryEvent, TelemetryLevel
+from app.contracts.events import RECORD_KEYS, EventType, Severity, TelemetryEvent
 from instrumentation.sinks import ConsoleSink
 
 # Fast runs for everything but the full-size run through the console script.
@@ -27,15 +26,7 @@ SYNTHETIC = ("--dataset", "synthetic", "--envs", "2", "--max-epochs", "3", "--no
 RUN_DIR = re.compile(r"telemetry_\d{4}-\d{2}-\d{2}_\d{6}(_\d+)?")
 
 
-@pytest.fixture(autouse=True)
-def _restore_process_state() -> Iterator[None]:
-    """In-process runs set torch's thread count, the telemetry level and handler."""
-    threads = torch.get_num_threads()
-    handler = telemetry.event_handler()
-    yield
-    torch.set_num_threads(threads)
-    telemetry.set_event_handler(handler)
-    telemetry.set_level(TelemetryLevel.NORMAL)
+pytestmark = pytest.mark.usefixtures("in_process_run_state")
 
 
 def esper(args: Sequence[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -35,6 +35,23 @@ def child_environment(otel: Mapping[str, str] | None = None) -> dict[str, str]:
     return environment
 
 
+def train_to_the_end(
+    args: Sequence[str], telemetry_dir: Path, otel: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m app train ARGS --telemetry-dir DIR` run to its end in a child process (in
+    DIR's parent, with `child_environment(otel)`), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", "train", *args, "--telemetry-dir", str(telemetry_dir)],
+        cwd=telemetry_dir.parent,
+        env=child_environment(otel),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
 def _default_sigint() -> None:
     # A child of a non-interactive shell's background job inherits SIGINT ignored.
     signal.signal(signal.SIGINT, signal.SIG_DFL)

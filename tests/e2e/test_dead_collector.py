@@ -7,15 +7,13 @@ load (see `test_training_finishes_with_a_complete_log_within_the_bound`)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_runs import SHORT_RUN, child_environment, count_of, log_records
+from e2e_runs import SHORT_RUN, count_of, log_records, train_to_the_end
 from receivers import BlackHole, free_port
 
 from instrumentation.otel import DEFAULT_SHUTDOWN_TIMEOUT_S
@@ -39,16 +37,7 @@ class Timed:
 def train(telemetry_dir: Path, otel: dict[str, str] | None = None) -> Timed:
     """One short run in a child process; checks its exit code and its log."""
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "app", "train", *ARGS, "--telemetry-dir", str(telemetry_dir)],
-        cwd=telemetry_dir.parent,
-        env=child_environment(otel),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = train_to_the_end(ARGS, telemetry_dir, otel)
     wall_s = time.perf_counter() - started
     assert done.returncode == 0, done.stderr
     assert "esper: training completed" in done.stderr

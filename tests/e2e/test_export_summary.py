@@ -7,14 +7,12 @@ losses never change the exit code."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
-from e2e_runs import SHORT_RUN, child_environment
+from e2e_runs import SHORT_RUN, train_to_the_end
 from receivers import BlackHole, GrpcReceiver, HttpReceiver
 
 ARGS = (*SHORT_RUN, "--episodes", "4")
@@ -60,16 +58,7 @@ class Run:
 
 
 def train(tmp_path: Path, otel: dict[str, str] | None = None) -> Run:
-    done = subprocess.run(
-        [sys.executable, "-m", "app", "train", *ARGS, "--telemetry-dir", str(tmp_path / "t")],
-        cwd=tmp_path,
-        env=child_environment(otel),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = train_to_the_end(ARGS, tmp_path / "t", otel)
     assert done.returncode == 0, done.stderr
     return Run(done.returncode, done.stdout, done.stderr)
 

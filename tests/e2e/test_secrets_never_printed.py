@@ -5,13 +5,11 @@ failure is reported in the summary, the secrets appear nowhere in stdout or stde
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 import pytest
-from e2e_runs import SHORT_RUN, child_environment
+from e2e_runs import SHORT_RUN, train_to_the_end
 from receivers import GrpcReceiver, HttpReceiver, free_port
 
 ARGS = (*SHORT_RUN, "--episodes", "4")
@@ -24,16 +22,7 @@ SECRETS = (PASSWORD, TOKEN, BASIC)
 
 def train(tmp_path: Path, otel: dict[str, str]) -> str:
     """stdout and stderr of a run that must complete (exit 0)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "app", "train", *ARGS, "--telemetry-dir", str(tmp_path / "t")],
-        cwd=tmp_path,
-        env=child_environment({"OTEL_EXPORTER_OTLP_TIMEOUT": "1", **otel}),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = train_to_the_end(ARGS, tmp_path / "t", {"OTEL_EXPORTER_OTLP_TIMEOUT": "1", **otel})
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr
 

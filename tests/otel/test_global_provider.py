@@ -5,31 +5,19 @@ resource, although `app/` made its tracers once, at import time."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from receivers import GrpcReceiver, attributes_of
 
-from app import telemetry
 from app.cli import main
 from app.contracts import telemetry_names as names
-from app.contracts.events import TelemetryLevel
 
 RUN_ARGS = ("--dataset", "synthetic", "--envs", "2", "--max-epochs", "3", "--episodes", "4")
 
 
-@pytest.fixture(autouse=True)
-def _restore_process_state() -> Iterator[None]:
-    """In-process runs set torch's thread count, the telemetry level and handler."""
-    threads = torch.get_num_threads()
-    handler = telemetry.event_handler()
-    yield
-    torch.set_num_threads(threads)
-    telemetry.set_event_handler(handler)
-    telemetry.set_level(TelemetryLevel.NORMAL)
+pytestmark = pytest.mark.usefixtures("in_process_run_state")
 
 
 def spans_by_run_id(receiver: GrpcReceiver) -> dict[str, list[Any]]:
