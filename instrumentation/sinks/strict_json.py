@@ -70,13 +70,16 @@ def strict_json_text(value: object) -> str:
 
 
 def _string_keys(value: object) -> bool:
-    """Whether every dict inside value, at any depth, has only string keys."""
+    """Whether every dict inside value, at any depth, has only string keys. Plain loops:
+    this runs on every event, and generator expressions cost more than the check."""
     if isinstance(value, dict):
-        if not all(isinstance(key, str) for key in value):
-            return False
-        items: Any = value.values()
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return False
+            if isinstance(item, _CONTAINERS) and not _string_keys(item):
+                return False
     elif isinstance(value, list | tuple):
-        items = value
-    else:
-        return True
-    return all(_string_keys(item) for item in items if isinstance(item, _CONTAINERS))
+        for item in value:
+            if isinstance(item, _CONTAINERS) and not _string_keys(item):
+                return False
+    return True
