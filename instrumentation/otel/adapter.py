@@ -22,17 +22,15 @@ EPOCH_COMPLETED and a few seed-lifecycle events, `esper.batch` the update and pr
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
-from opentelemetry.util.types import AttributeValue
 
 from app.contracts import telemetry_names as names
-from app.contracts.events import Severity, TelemetryEvent
+from app.contracts.events import EventType, Severity, TelemetryEvent
 from instrumentation.otel.metrics import EsperMetrics
+from instrumentation.otel.span_event_attributes import event_attributes
 
 SINK_NAME = "otel"
 
@@ -60,8 +58,11 @@ def current_span_ids() -> tuple[str, str] | None:
     return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
 
 
+_EVENT_NAMES = {event_type: names.span_event_name(event_type) for event_type in EventType}
+
+
 def event_name(event: TelemetryEvent) -> str:
-    return names.span_event_name(event.event_type)
+    return _EVENT_NAMES[event.event_type]
 
 
 def timestamp_ns(moment: datetime) -> int:
@@ -69,68 +70,6 @@ def timestamp_ns(moment: datetime) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - _EPOCH) // timedelta(microseconds=1) * _NANOSECONDS_PER_MICROSECOND
-
-
-def event_attributes(event: TelemetryEvent) -> dict[str, AttributeValue]:
-    """The span-event attributes of docs/opentelemetry.md for one event."""
-    attributes: dict[str, AttributeValue] = {
-        names.EVENT_TYPE: event.event_type.value,
-        names.EVENT_ID: event.event_id,
-        names.EVENT_SEVERITY: event.severity.value,
-    }
-    optional: tuple[tuple[str, str | int | None], ...] = (
-        (names.SEED_ID, event.seed_id),
-        (names.SLOT_ID, event.slot_id),
-        (names.EPOCH, event.epoch),
-        (names.MESSAGE, event.message or None),
-    )
-    attributes.update((key, value) for key, value in optional if value is not None)
-    attributes.update(flatten(event.data, names.DATA_PREFIX))
-    return attributes
-
-
-def flatten(data: Mapping[str, object], prefix: str) -> Iterator[tuple[str, AttributeValue]]:
-    """Attribute pairs for a data object: nested mappings joined with dots, None left out."""
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from flatten(value, f"{name}.")
-            continue
-        converted = attribute_value(value)
-        if converted is not None:
-            yield name, converted
-
-
-def attribute_value(value: object) -> AttributeValue | None:
-    """value as an OTel attribute value, or None to leave it out.
-
-    Primitives stay as they are (numpy scalars become int or float); a list or tuple
-    becomes a homogeneous array: all bools, all ints, numbers mixed with floats as
-    floats, anything else as strings. Objects that are none of these are written as
-    `str(value)`, as the JSONL log does: losing the type beats losing the value.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, list | tuple):
-        return _array([item for item in value if item is not None])
-    return str(value)
-
-
-def _array(items: Sequence[object]) -> AttributeValue:
-    if all(isinstance(item, bool) for item in items):
-        return [bool(item) for item in items]
-    if not any(isinstance(item, bool) for item in items):
-        if all(isinstance(item, numbers.Integral) for item in items):
-            return [int(item) for item in items]  # type: ignore[call-overload]
-        if all(isinstance(item, numbers.Real) for item in items):
-            return [float(item) for item in items]  # type: ignore[arg-type]
-    return [item if isinstance(item, str) else str(item) for item in items]
 
 
 class OpenTelemetrySink:

@@ -18,13 +18,9 @@ counted in `JsonlSink.dropped` (see `instrumentation.sinks.line_log`).
 
 from __future__ import annotations
 
-import json
-import math
-import numbers
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from app.contracts.events import TelemetryEvent
 from instrumentation.sinks.line_log import (
@@ -34,44 +30,12 @@ from instrumentation.sinks.line_log import (
     check_options,
 )
 from instrumentation.sinks.run_directory import create_run_directory
+from instrumentation.sinks.strict_json import strict_json_text
 
 # Returns the lowercase hex (trace_id, span_id) of the span recording now, or None.
 SpanIdsProvider = Callable[[], tuple[str, str] | None]
 
 EVENTS_FILE_NAME = "events.jsonl"
-
-
-def to_strict_json(value: object) -> Any:
-    """Return value as plain JSON data with no NaN or Infinity left in it.
-
-    Non-finite floats become the strings "NaN", "Infinity" and "-Infinity" (the log is
-    strict JSON, docs/events.md). Numbers of other types (numpy scalars register as
-    `numbers.Real`) become int or float; tuples become lists; dict keys become strings.
-    Any other object is written as `str(obj)`: losing its type is better than losing
-    the event, and the log stays readable.
-    """
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else _non_finite_name(value)
-    if isinstance(value, dict):
-        return {
-            key if isinstance(key, str) else str(key): to_strict_json(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [to_strict_json(item) for item in value]
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return to_strict_json(float(value))
-    return str(value)
-
-
-def _non_finite_name(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
 
 
 class JsonlSink:
@@ -169,5 +133,4 @@ class JsonlSink:
         ids = self._context_provider() if self._context_provider is not None else None
         if ids is not None:
             record["trace_id"], record["span_id"] = ids
-        text = json.dumps(to_strict_json(record), allow_nan=False)
-        return (text + "\n").encode("ascii")
+        return (strict_json_text(record) + "\n").encode("ascii")

@@ -23,7 +23,8 @@ from instrumentation.event_log import log_loss_lines
 from instrumentation.hub import TelemetryHub
 from instrumentation.jsonl_reader import log_files
 from instrumentation.otel import configure_opentelemetry
-from instrumentation.sinks.jsonl import JsonlSink, to_strict_json
+from instrumentation.sinks.jsonl import JsonlSink
+from instrumentation.sinks.strict_json import to_strict_json
 
 KIB = 1024
 ENOSPC_TEXT = "No space left on device"

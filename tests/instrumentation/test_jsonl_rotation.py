@@ -19,7 +19,8 @@ from app.cli import main
 from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
 from instrumentation.jsonl_reader import log_files
 from instrumentation.sinks import ConsoleSink
-from instrumentation.sinks.jsonl import JsonlSink, to_strict_json
+from instrumentation.sinks.jsonl import JsonlSink
+from instrumentation.sinks.strict_json import to_strict_json
 
 
 def _event(index: int, padding: int = 0) -> TelemetryEvent:

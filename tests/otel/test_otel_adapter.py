@@ -10,7 +10,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
-from instrumentation.otel.adapter import current_span_ids, event_attributes, timestamp_ns
+from instrumentation.otel.adapter import current_span_ids, timestamp_ns
+from instrumentation.otel.span_event_attributes import event_attributes
 
 
 def test_nested_data_is_flattened_lists_kept_and_nulls_omitted() -> None:
