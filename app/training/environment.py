@@ -27,6 +27,10 @@ from app.training.governor import Governor
 from app.training.health import CheckCounts, HostHealthConfig, HostHealthMonitor
 
 _EVAL_CHUNK = 2048
+# Devices with a fused Adam kernel. The host's step is dispatch-bound (about a thousand
+# parameters in a dozen tensors): one fused kernel per step instead of a handful of ops
+# per tensor cuts the optimizer's share of a CPU step from about a third to a tenth.
+_FUSED_ADAM_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ class EpochResult:
     signals: TrainingSignals
     rolled_back: bool
     duration_s: float
+
+
+def adam(params: list[torch.nn.Parameter], lr: float, device: torch.device) -> Optimizer:
+    """Adam, fused where the device has the kernel (same update, one kernel per step)."""
+    return Adam(params, lr, fused=device.type in _FUSED_ADAM_DEVICES)
 
 
 class HostEnvironment:
@@ -103,7 +112,7 @@ class HostEnvironment:
         ).to(self.device)
         self.tracker = SignalTracker(self.tracker_config, env_id=self.env_id)
         self.governor = Governor(self.host)
-        self._host_optimizer: Optimizer = Adam(self.host.host_parameters(), self.host_config.lr)
+        self._host_optimizer = adam(self.host.host_parameters(), self.host_config.lr, self.device)
         self._host_schedule = ExponentialLR(self._host_optimizer, self.host_config.lr_decay)
         self._seed_optimizer: Optimizer | None = None
         self._optimized_seed: str | None = None
@@ -169,7 +178,8 @@ class HostEnvironment:
         seed_id = self.host.slot.seed_id if self.host.seed_parameters() else None
         if seed_id != self._optimized_seed:
             params = self.host.seed_parameters()
-            self._seed_optimizer = Adam(params, self.host_config.seed_lr) if params else None
+            seed_lr = self.host_config.seed_lr
+            self._seed_optimizer = adam(params, seed_lr, self.device) if params else None
             self._optimized_seed = seed_id
         return [o for o in (self._host_optimizer, self._seed_optimizer) if o is not None]
 
