@@ -86,7 +86,7 @@ class HostEnvironment:
         health_config: HostHealthConfig | None = None,
     ) -> None:
         self.env_id = env_id
-        self.dataset = dataset
+        self.dataset = dataset.to(device)
         self.host_config = host_config
         self.slot_config = slot_config
         self.tracker_config = tracker_config
@@ -187,12 +187,13 @@ class HostEnvironment:
         data, host = self.dataset, self.host
         optimizers = self._optimizers()
         host.train()
-        order = torch.randperm(len(data.train_y), generator=self.data_order)
+        # The order comes from the CPU generator whatever the device, so a seed gives the
+        # same data order everywhere; it is moved once and the data only indexed.
+        order = torch.randperm(len(data.train_y), generator=self.data_order).to(self.device)
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
-        for start in range(0, len(order), self.host_config.batch_size):
-            index = order[start : start + self.host_config.batch_size]
-            x, y = data.train_x[index].to(self.device), data.train_y[index].to(self.device)
+        for index in torch.split(order, self.host_config.batch_size):
+            x, y = data.train_x[index], data.train_y[index]
             output = host(x)
             loss = cross_entropy(output.logits, y)
             total, seed_loss = loss, None
@@ -215,15 +216,16 @@ class HostEnvironment:
         count = len(order)
         return float(total_loss) / count, 100.0 * float(correct) / count
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _evaluate(self) -> tuple[float, float]:
         data, host = self.dataset, self.host
         host.eval()
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
-        for start in range(0, len(data.val_y), _EVAL_CHUNK):
-            x = data.val_x[start : start + _EVAL_CHUNK].to(self.device)
-            y = data.val_y[start : start + _EVAL_CHUNK].to(self.device)
+        chunks = zip(
+            torch.split(data.val_x, _EVAL_CHUNK), torch.split(data.val_y, _EVAL_CHUNK), strict=True
+        )
+        for x, y in chunks:
             logits = host(x).logits
             total_loss += cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()

@@ -50,3 +50,17 @@ def test_the_same_data_seed_gives_the_same_epochs(synthetic: Dataset) -> None:
         return [(s.train_loss, s.train_accuracy, s.val_loss, s.val_accuracy) for s in runs]
 
     assert epochs() == epochs()
+
+
+def test_a_dataset_already_on_the_device_is_the_same_object(synthetic: Dataset) -> None:
+    assert synthetic.to(torch.device("cpu")) is synthetic
+
+
+def test_a_dataset_moves_to_another_device_whole(synthetic: Dataset) -> None:
+    moved = synthetic.to(torch.device("meta"))
+    for name in ("train_x", "train_y", "val_x", "val_y"):
+        tensor, original = getattr(moved, name), getattr(synthetic, name)
+        assert tensor.device.type == "meta"
+        assert (tensor.shape, tensor.dtype) == (original.shape, original.dtype)
+    assert (moved.name, moved.num_classes) == (synthetic.name, synthetic.num_classes)
+    assert synthetic.train_x.is_cpu
