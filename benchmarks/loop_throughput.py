@@ -3,9 +3,10 @@
 Both train the default host (default `RunConfig`) on the same dataset with the same
 minibatch size, Adam and learning-rate decay. The trainer runs as `esper train` does,
 seeds, controller and health checks included, with telemetry off; the plain loop is
-what the host's arithmetic alone costs: a forward, a loss, a backward and an Adam step
-per minibatch, one validation pass per epoch. The two are interleaved over `--rounds`
-so that a noisy neighbour hits them alike; the table shows the median of the rounds.
+what the host's arithmetic alone costs: a forward, a loss, a backward and a textbook
+(per-tensor) Adam step per minibatch, one validation pass per epoch. The two are
+interleaved over `--rounds` so that a noisy neighbour hits them alike; the table shows
+the median of the rounds.
 
     python benchmarks/loop_throughput.py --rounds 3 --max-epochs 6
 """
