@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ import torch
 from app.training.cifar_pickle import load_batch
 
 DATASETS = ("digits", "synthetic", "cifar10")
+_TENSORS = ("train_x", "train_y", "val_x", "val_y")
 
 
 class DatasetError(Exception):
@@ -38,6 +39,14 @@ class Dataset:
     @property
     def image_size(self) -> int:
         return int(self.train_x.shape[-1])
+
+    def to(self, device: torch.device) -> Dataset:
+        """The same data on `device`, moved once so that a training step only indexes it
+        (itself when it is there already)."""
+        moved = {name: getattr(self, name).to(device) for name in _TENSORS}
+        if all(tensor is getattr(self, name) for name, tensor in moved.items()):
+            return self
+        return replace(self, **moved)
 
 
 def load_dataset(name: str, data_dir: Path | None = None, seed: int = 0) -> Dataset:

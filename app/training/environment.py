@@ -27,6 +27,10 @@ from app.training.governor import Governor
 from app.training.health import CheckCounts, HostHealthConfig, HostHealthMonitor
 
 _EVAL_CHUNK = 2048
+# Devices with a fused Adam kernel. The host's step is dispatch-bound (about a thousand
+# parameters in a dozen tensors): one fused kernel per step instead of a handful of ops
+# per tensor cuts the optimizer's share of a CPU step from about a third to a tenth.
+_FUSED_ADAM_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,11 @@ class EpochResult:
     duration_s: float
 
 
+def adam(params: list[torch.nn.Parameter], lr: float, device: torch.device) -> Optimizer:
+    """Adam, fused where the device has the kernel (same update, one kernel per step)."""
+    return Adam(params, lr, fused=device.type in _FUSED_ADAM_DEVICES)
+
+
 class HostEnvironment:
     """Trains one host for an episode of epochs and applies controller actions to its slot."""
 
@@ -77,7 +86,7 @@ class HostEnvironment:
         health_config: HostHealthConfig | None = None,
     ) -> None:
         self.env_id = env_id
-        self.dataset = dataset
+        self.dataset = dataset.to(device)
         self.host_config = host_config
         self.slot_config = slot_config
         self.tracker_config = tracker_config
@@ -103,7 +112,7 @@ class HostEnvironment:
         ).to(self.device)
         self.tracker = SignalTracker(self.tracker_config, env_id=self.env_id)
         self.governor = Governor(self.host)
-        self._host_optimizer: Optimizer = Adam(self.host.host_parameters(), self.host_config.lr)
+        self._host_optimizer = adam(self.host.host_parameters(), self.host_config.lr, self.device)
         self._host_schedule = ExponentialLR(self._host_optimizer, self.host_config.lr_decay)
         self._seed_optimizer: Optimizer | None = None
         self._optimized_seed: str | None = None
@@ -169,7 +178,8 @@ class HostEnvironment:
         seed_id = self.host.slot.seed_id if self.host.seed_parameters() else None
         if seed_id != self._optimized_seed:
             params = self.host.seed_parameters()
-            self._seed_optimizer = Adam(params, self.host_config.seed_lr) if params else None
+            seed_lr = self.host_config.seed_lr
+            self._seed_optimizer = adam(params, seed_lr, self.device) if params else None
             self._optimized_seed = seed_id
         return [o for o in (self._host_optimizer, self._seed_optimizer) if o is not None]
 
@@ -177,12 +187,13 @@ class HostEnvironment:
         data, host = self.dataset, self.host
         optimizers = self._optimizers()
         host.train()
-        order = torch.randperm(len(data.train_y), generator=self.data_order)
+        # The order comes from the CPU generator whatever the device, so a seed gives the
+        # same data order everywhere; it is moved once and the data only indexed.
+        order = torch.randperm(len(data.train_y), generator=self.data_order).to(self.device)
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
-        for start in range(0, len(order), self.host_config.batch_size):
-            index = order[start : start + self.host_config.batch_size]
-            x, y = data.train_x[index].to(self.device), data.train_y[index].to(self.device)
+        for index in torch.split(order, self.host_config.batch_size):
+            x, y = data.train_x[index], data.train_y[index]
             output = host(x)
             loss = cross_entropy(output.logits, y)
             total, seed_loss = loss, None
@@ -205,15 +216,16 @@ class HostEnvironment:
         count = len(order)
         return float(total_loss) / count, 100.0 * float(correct) / count
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _evaluate(self) -> tuple[float, float]:
         data, host = self.dataset, self.host
         host.eval()
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
-        for start in range(0, len(data.val_y), _EVAL_CHUNK):
-            x = data.val_x[start : start + _EVAL_CHUNK].to(self.device)
-            y = data.val_y[start : start + _EVAL_CHUNK].to(self.device)
+        chunks = zip(
+            torch.split(data.val_x, _EVAL_CHUNK), torch.split(data.val_y, _EVAL_CHUNK), strict=True
+        )
+        for x, y in chunks:
             logits = host(x).logits
             total_loss += cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()

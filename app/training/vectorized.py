@@ -101,6 +101,7 @@ class VectorizedTrainer:
         self.device = torch.device(config.device)
         self.run_links = [Link(run_span.get_span_context())] if run_span is not None else []
         torch.manual_seed(config.seed)
+        dataset = dataset.to(self.device)
         self.envs = [
             HostEnvironment(
                 env_id,

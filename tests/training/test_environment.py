@@ -1,0 +1,66 @@
+"""The host environment's fast paths give what the textbook paths give."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.functional import cross_entropy
+from torch.optim import Adam, Optimizer
+
+from app.model.host import HostCNN
+from app.training.config import RunConfig
+from app.training.datasets import Dataset
+from app.training.environment import HostEnvironment, adam
+
+
+def _train(dataset: Dataset, make_optimizer: type[Optimizer] | None) -> torch.Tensor:
+    """The validation logits after one epoch of the default host with minibatches of the
+    default size. (Not the weights: a conv bias before GroupNorm has no effect and a
+    gradient of rounding noise, which Adam scales up to full steps of either sign.)"""
+    torch.manual_seed(0)
+    host = HostCNN(dataset.in_channels, dataset.num_classes, dataset.image_size, 16, 4)
+    params = list(host.parameters())
+    optimizer = (
+        adam(params, 0.03, torch.device("cpu"))
+        if make_optimizer is None
+        else make_optimizer(params, 0.03, foreach=False)
+    )
+    order = torch.randperm(len(dataset.train_y), generator=torch.Generator().manual_seed(1))
+    for index in order.split(16):
+        loss = cross_entropy(host(dataset.train_x[index]).logits, dataset.train_y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.inference_mode():
+        return host(dataset.val_x).logits
+
+
+def test_the_hosts_adam_follows_the_per_tensor_adam(synthetic: Dataset) -> None:
+    torch.testing.assert_close(_train(synthetic, None), _train(synthetic, Adam))
+
+
+def test_the_same_data_seed_gives_the_same_epochs(synthetic: Dataset) -> None:
+    config = RunConfig(dataset="synthetic")
+
+    def epochs() -> list[tuple[float, float, float, float]]:
+        torch.manual_seed(0)
+        env = HostEnvironment(
+            0, synthetic, config.host, config.slot, config.tracker, 3, torch.device("cpu")
+        )
+        runs = [env.run_epoch(epoch).signals for epoch in range(1, 4)]
+        return [(s.train_loss, s.train_accuracy, s.val_loss, s.val_accuracy) for s in runs]
+
+    assert epochs() == epochs()
+
+
+def test_a_dataset_already_on_the_device_is_the_same_object(synthetic: Dataset) -> None:
+    assert synthetic.to(torch.device("cpu")) is synthetic
+
+
+def test_a_dataset_moves_to_another_device_whole(synthetic: Dataset) -> None:
+    moved = synthetic.to(torch.device("meta"))
+    for name in ("train_x", "train_y", "val_x", "val_y"):
+        tensor, original = getattr(moved, name), getattr(synthetic, name)
+        assert tensor.device.type == "meta"
+        assert (tensor.shape, tensor.dtype) == (original.shape, original.dtype)
+    assert (moved.name, moved.num_classes) == (synthetic.name, synthetic.num_classes)
+    assert synthetic.train_x.is_cpu
