@@ -61,7 +61,15 @@ def _start_and_run(args: argparse.Namespace, stop: StopRequest) -> int:
     try:
         return _run(args, config, dataset, checkpoint, run_id, otel, stop)
     finally:
-        stop.wait_for_export(lambda: otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S))
+        _export(stop, otel)
+
+
+def _export(stop: StopRequest, otel: OpenTelemetrySession) -> None:
+    """Wait for the bounded export unless a signal cuts it short; what a cut-short export
+    had not sent is then booked as lost, so the summary's counts are final."""
+    stop.wait_for_export(lambda: otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S))
+    if stop.cut_short_by is not None:
+        otel.abandon_export()
 
 
 def _run(
@@ -101,7 +109,7 @@ def _run(
     finally:
         wall_s = time.perf_counter() - started
         # Before the summary, which counts losses; a signal now cuts the wait short.
-        stop.wait_for_export(lambda: otel.shutdown(DEFAULT_SHUTDOWN_TIMEOUT_S))
+        _export(stop, otel)
         print_summary(
             FinishedRun(status, run_id, wall_s, trainer, hub, jsonl.path, otel, stop, saver)
         )

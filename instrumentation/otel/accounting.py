@@ -32,6 +32,7 @@ Unit = Literal["span", "export"]
 
 QUEUE_FULL = "queue full"
 SHUTDOWN_BOUND = "shutdown bound reached"
+CUT_SHORT = "export cut short by a signal"
 ENDED_AFTER_SHUTDOWN = "ended after shutdown"
 SPAN_LIMITS_SINK = "span_limits"
 # The exporters' sink labels.
@@ -136,16 +137,16 @@ class SinkLedger:
         with self._lock:
             self._final_export_pending = True
 
-    def close(self) -> None:
-        """Book what is queued, in flight or still due as lost to the shutdown bound,
-        then freeze the counts."""
+    def close(self, reason: str = SHUTDOWN_BOUND) -> None:
+        """Book what is queued, in flight or still due as lost for `reason`, then freeze
+        the counts."""
         with self._lock:
             if self._closed:
                 return
             left = self._admitted - self._handed + self._in_flight
             left += 1 if self._final_export_pending else 0
             if left:
-                self._lost[SHUTDOWN_BOUND] += left
+                self._lost[reason] += left
             self._closed = True
 
     def lost_total(self) -> int:
@@ -204,10 +205,10 @@ class ExportAccounts:
         """Call callback after the ledgers are closed (to abandon exports in flight)."""
         self._on_close.append(callback)
 
-    def close(self) -> None:
-        """Book what is left as lost to the shutdown bound and freeze every ledger."""
+    def close(self, reason: str = SHUTDOWN_BOUND) -> None:
+        """Book what is left as lost for `reason` and freeze every ledger."""
         for ledger in self._ledgers:
-            ledger.close()
+            ledger.close(reason)
         callbacks, self._on_close = self._on_close, []
         for callback in callbacks:
             callback()

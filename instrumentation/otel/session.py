@@ -24,7 +24,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from prometheus_client import CollectorRegistry
 
-from instrumentation.otel.accounting import ExportAccounts, ExportReport
+from instrumentation.otel.accounting import CUT_SHORT, ExportAccounts, ExportReport
 from instrumentation.otel.adapter import OpenTelemetrySink
 from instrumentation.otel.global_provider import (
     install_meter_provider,
@@ -99,6 +99,14 @@ class OpenTelemetrySession:
         if self.meter_provider is not None:
             install_meter_provider(self.meter_provider)
         self._installed = True
+
+    def abandon_export(self) -> None:
+        """A signal ended the wait for the export (or came before it began): book every
+        span and metric export not yet sent as lost, cut short, and silence the exports
+        still running, so that the summary printed next is final. Does nothing once a
+        shutdown has finished its accounting."""
+        self.accounts.shutdown_started()
+        self.accounts.close(CUT_SHORT)
 
     def shutdown(self, timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S) -> bool:
         """Flush and shut down spans and metrics within `timeout_s`; True if all finished.

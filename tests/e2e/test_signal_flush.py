@@ -191,3 +191,8 @@ def test_a_second_ctrl_c_cuts_the_export_wait_short_and_keeps_the_log_whole(
         "lost\n" in cut
     )
     assert "Traceback" not in cut
+    # What the cut-short export had not sent is counted, not reported as "none lost".
+    (export,) = [line for line in cut.splitlines() if line.startswith("  export:")]
+    assert "lost (export cut short by a signal" in export, export
+    (waited_export,) = [line for line in waited.splitlines() if line.startswith("  export:")]
+    assert "cut short" not in waited_export, waited_export
