@@ -24,6 +24,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from urllib.parse import unquote, urlsplit
 
+from instrumentation.otel.errors import TelemetryConfigError
+
 REDACTED = "***"
 ENDPOINT_VARIABLES = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -78,7 +80,12 @@ def endpoint_secrets(environ: Mapping[str, str]) -> list[str]:
     """The user info of each configured endpoint URL, as written and decoded."""
     secrets: list[str] = []
     for variable in ENDPOINT_VARIABLES:
-        netloc = urlsplit(environ.get(variable, "").strip()).netloc
+        try:
+            netloc = urlsplit(environ.get(variable, "").strip()).netloc
+        except ValueError:  # e.g. an unclosed IPv6 bracket; the value may hold credentials
+            raise TelemetryConfigError(
+                f"{variable} is not a valid URL; the value is not shown"
+            ) from None
         userinfo, at, _host = netloc.rpartition("@")
         if at and userinfo:
             # As written, decoded, and as HTTP basic authentication sends it.

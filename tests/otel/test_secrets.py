@@ -130,6 +130,21 @@ def test_train_exits_2_with_one_line_and_leaves_nothing(
     assert not telemetry.exists()
 
 
+def test_train_exits_2_on_an_endpoint_that_is_not_a_url_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://user:{SECRET}@[::1")
+    telemetry = tmp_path / "telemetry"
+    code = main(["train", "--dataset", "synthetic", "--telemetry-dir", str(telemetry)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.splitlines() == [
+        "esper: error: OTEL_EXPORTER_OTLP_ENDPOINT is not a valid URL; the value is not shown"
+    ]
+    assert SECRET not in captured.out + captured.err
+    assert not telemetry.exists()
+
+
 def test_replay_exits_2_on_a_bad_header(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
