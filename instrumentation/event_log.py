@@ -55,6 +55,13 @@ def start_event_log(
     return sink
 
 
+def discard_event_log(sink: JsonlSink) -> None:
+    """Remove what `start_event_log` created (`run.json`, the log, the run directory) for a
+    run that did not start."""
+    (sink.path.parent / RUN_FILE_NAME).unlink(missing_ok=True)
+    sink.discard()
+
+
 def write_run_file(path: Path, record: Mapping[str, Any]) -> None:
     """Create `path` holding record as indented JSON; on failure a file it created is
     removed, and one that was already there is left alone."""

@@ -23,7 +23,7 @@ from app.training.checkpoint import CheckpointError
 from app.training.checkpoint_saver import CheckpointSaver
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
-from instrumentation.event_log import TelemetryDirError, start_event_log
+from instrumentation.event_log import TelemetryDirError, discard_event_log, start_event_log
 from instrumentation.hub import TelemetryHub, installed
 from instrumentation.otel import (
     DEFAULT_SHUTDOWN_TIMEOUT_S,
@@ -87,11 +87,15 @@ def _run(
             trainer.load_state_dict(checkpoint)
         except CheckpointError as error:
             raise UsageError(f"checkpoint {args.resume}: {error}") from None
-    # Before anything is written: from here a signal ends the run with its summary.
-    stop.start_training()
     jsonl = _open_event_log(args, config, run_id)
-    hub = _hub(jsonl, ConsoleSink(verbose=args.verbose), otel)
-    saver = CheckpointSaver(args.save, report_line) if args.save else None
+    try:
+        hub = _hub(jsonl, ConsoleSink(verbose=args.verbose), otel)
+        saver = CheckpointSaver(args.save, report_line) if args.save else None
+    except BaseException:  # a start-up signal: a run that never started leaves nothing
+        discard_event_log(jsonl)
+        raise
+    # From here a signal ends the run with its summary.
+    stop.start_training()
     started = time.perf_counter()
     status, exit_code = "failed", 1
     try:

@@ -451,3 +451,21 @@ def test_same_seed_twice_writes_the_same_events(
     first, second = events("a"), events("b")
     assert any(event_type == EventType.PPO_UPDATE_COMPLETED for event_type, _ in first)
     assert first == second
+
+
+def test_a_signal_while_the_log_opens_leaves_nothing_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal landing after the run directory is created but before training starts (the
+    moment cannot be hit from outside, so it is injected where the hub is built)."""
+    import app.cli.train as train_module
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_hub", interrupted)
+    telemetry = tmp_path / "telemetry"
+    code = main(["train", "--dataset", "synthetic", "--telemetry-dir", str(telemetry)])
+    assert code == 130
+    assert capsys.readouterr().err.splitlines() == ["esper: interrupted before training started"]
+    assert not telemetry.exists()
