@@ -164,6 +164,10 @@ class LineLog:
                 os.fsync(self._mark.fd)
         finally:
             self._closed = True
+            # An interrupt inside the write above may have left lines on disk, whole or in
+            # part: count against the file, not against bookkeeping it cut short.
+            with contextlib.suppress(OSError):
+                self._settle()
             self.dropped += self.pending
             self._pending.clear()
             mark = self._mark
@@ -230,8 +234,13 @@ class LineLog:
                 self._shift_rotated()
             self._mark = _Mark(None, 0, mark.lines, mark.written_bytes)
             os.close(mark.fd)
-        fd = os.open(self._path, _OPEN_FLAGS, 0o644)
-        self._mark = _Mark(fd, 0, mark.lines, mark.written_bytes)
+        try:
+            fd = os.open(self._path, _OPEN_FLAGS, 0o644)
+        except FileExistsError:
+            # Created by an attempt that an interrupt cut short before it was recorded; no
+            # line was written through it, so it is taken over as it is.
+            fd = os.open(self._path, _OPEN_FLAGS & ~os.O_EXCL, 0o644)
+        self._mark = _Mark(fd, os.fstat(fd).st_size, mark.lines, mark.written_bytes)
 
     def _shift_rotated(self) -> None:
         """events.jsonl becomes .1, .1 becomes .2 ...; the one that would pass `keep` goes."""
