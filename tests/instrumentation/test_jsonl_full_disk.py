@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 from filesystems import Tmpfs, mounted_tmpfs
+from log_lines import set_lines, sized_event, strict_lines, written_line
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.contracts.events import EventType, TelemetryEvent
+from app.contracts.events import TelemetryEvent
 from instrumentation.event_log import log_loss_lines
 from instrumentation.hub import TelemetryHub
 from instrumentation.jsonl_reader import log_files
 from instrumentation.otel import configure_opentelemetry
 from instrumentation.sinks.jsonl import JsonlSink
-from instrumentation.sinks.strict_json import to_strict_json
 
 KIB = 1024
 ENOSPC_TEXT = "No space left on device"
@@ -38,44 +38,22 @@ def tmpfs(tmp_path: Path) -> Iterator[Tmpfs]:
 
 
 def _event(index: int, padding: int = 900) -> TelemetryEvent:
-    return TelemetryEvent(EventType.EPOCH_COMPLETED, data={"i": index, "pad": "x" * padding})
-
-
-def _line(event: TelemetryEvent) -> bytes:
-    return (json.dumps(to_strict_json(event.to_record()), allow_nan=False) + "\n").encode()
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"non-strict JSON constant {name}")
-
-
-def _whole_lines(path: Path) -> list[bytes]:
-    """The file's lines, each checked to be a complete strict-JSON object."""
-    raw = path.read_bytes()
-    assert raw == b"" or raw.endswith(b"\n"), f"{path.name}: the last line is cut"
-    lines = raw.splitlines(keepends=True)
-    for line in lines:
-        assert isinstance(json.loads(line, parse_constant=_reject_constant), dict)
-    return lines
-
-
-def _set_lines(sink: JsonlSink) -> list[bytes]:
-    return [line for path in log_files(sink.path) for line in _whole_lines(path)]
+    return sized_event(index, padding)
 
 
 def test_a_full_disk_keeps_lines_whole_and_writing_resumes_when_space_returns(
     tmpfs: Tmpfs,
 ) -> None:
     events = [_event(i) for i in range(30)]
-    expected = [_line(event) for event in events]
+    expected = [written_line(event) for event in events]
     sink = JsonlSink(tmpfs.path, buffer_events=1)
     filler = tmpfs.fill(leave=8 * KIB)
 
     for event in events[:20]:
         sink.emit(event)
-        _whole_lines(sink.path)  # after every write, full disk or not
+        strict_lines(sink.path)  # after every write, full disk or not
 
-    kept = _whole_lines(sink.path)
+    kept = strict_lines(sink.path)
     assert 0 < len(kept) < 20
     assert kept == expected[: len(kept)]
     assert len(kept[0]) * len(kept) < 8 * KIB, "no room was left for one more line"
@@ -87,14 +65,14 @@ def test_a_full_disk_keeps_lines_whole_and_writing_resumes_when_space_returns(
         sink.emit(event)
     sink.close()
 
-    assert _whole_lines(sink.path) == expected, "no gap, no duplicate"
+    assert strict_lines(sink.path) == expected, "no gap, no duplicate"
     assert sink.dropped == 0
 
 
 @pytest.mark.parametrize("bound", ["max_pending_lines", "max_pending_bytes"])
 def test_lines_beyond_the_bounds_are_dropped_and_counted(tmpfs: Tmpfs, bound: str) -> None:
     events = [_event(i) for i in range(30)]
-    expected = [_line(event) for event in events]
+    expected = [written_line(event) for event in events]
     limits = {"max_pending_lines": 4, "max_pending_bytes": 4 * len(expected[0]) + 10}
     sink = JsonlSink(tmpfs.path, buffer_events=1, **{bound: limits[bound]})
     hub = TelemetryHub([sink])
@@ -102,7 +80,7 @@ def test_lines_beyond_the_bounds_are_dropped_and_counted(tmpfs: Tmpfs, bound: st
 
     for event in events[:20]:
         hub.emit(event)
-    written = len(_whole_lines(sink.path))
+    written = len(strict_lines(sink.path))
     assert sink.dropped == 20 - written - 4, "4 lines wait, the rest are dropped"
     assert hub.sink_errors == {"jsonl": sink.dropped}
 
@@ -113,7 +91,7 @@ def test_lines_beyond_the_bounds_are_dropped_and_counted(tmpfs: Tmpfs, bound: st
 
     # The log holds what was written, then the lines that waited, then the rest: one gap,
     # exactly as long as the count of lines dropped.
-    assert _whole_lines(sink.path) == expected[: written + 4] + expected[20:]
+    assert strict_lines(sink.path) == expected[: written + 4] + expected[20:]
     assert sink.dropped == 20 - written - 4 > 0
     assert hub.sink_errors == {"jsonl": sink.dropped}
 
@@ -128,9 +106,9 @@ def test_lines_still_waiting_at_close_are_lost_and_counted(tmpfs: Tmpfs) -> None
         hub.emit(event)
     hub.close()
 
-    kept = _whole_lines(sink.path)
+    kept = strict_lines(sink.path)
     assert 0 < len(kept) < 20
-    assert kept == [_line(event) for event in events[: len(kept)]]
+    assert kept == [written_line(event) for event in events[: len(kept)]]
     assert sink.dropped == hub.emitted - len(kept)
     assert hub.sink_errors == {"jsonl": sink.dropped}
     assert log_loss_lines(hub.sinks) == [
@@ -171,9 +149,9 @@ def test_rotation_goes_on_through_a_full_disk(tmpfs: Tmpfs) -> None:
 
     for event in events[:40]:
         sink.emit(event)
-        _set_lines(sink)
+        set_lines(sink)
     assert sink.last_error == ENOSPC_TEXT
-    assert len(_set_lines(sink)) < 40
+    assert len(set_lines(sink)) < 40
 
     tmpfs.resize(1024 * KIB)  # space comes back: the filesystem grows
     for event in events[40:]:
@@ -184,7 +162,7 @@ def test_rotation_goes_on_through_a_full_disk(tmpfs: Tmpfs) -> None:
     assert len(files) > 10
     for path in files:
         assert path.stat().st_size <= 2 * KIB
-    assert _set_lines(sink) == [_line(event) for event in events]
+    assert set_lines(sink) == [written_line(event) for event in events]
     assert sink.dropped == 0
 
 
@@ -208,7 +186,7 @@ def test_a_next_file_that_cannot_be_created_is_created_when_it_can(tmp_path: Pat
             sink.emit(event)
         sink.close()
 
-        assert _set_lines(sink) == [_line(event) for event in events]
+        assert set_lines(sink) == [written_line(event) for event in events]
         assert sink.dropped == 0
 
 
@@ -249,7 +227,7 @@ def test_a_file_size_limit_keeps_lines_whole_and_counts_the_rest(tmp_path: Path)
     assert child.returncode == 0, child.stderr
     report = json.loads(child.stdout)
     (log,) = tmp_path.glob("telemetry_*/events.jsonl")
-    kept = _whole_lines(log)
+    kept = strict_lines(log)
     assert report["reason"] == "File too large"
     assert report["dropped"] == 30 - len(kept) > 0
     assert [json.loads(line)["data"]["i"] for line in kept] == list(range(len(kept)))

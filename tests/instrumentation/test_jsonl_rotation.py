@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import torch
 from helpers import read_log
+from log_lines import reject_constant, set_lines, sized_event, strict_lines, written_line
 
 from app import telemetry
 from app.cli import main
-from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
+from app.contracts.events import TelemetryEvent, TelemetryLevel
 from instrumentation.jsonl_reader import log_files
 from instrumentation.sinks import ConsoleSink
 from instrumentation.sinks.jsonl import JsonlSink
@@ -24,30 +25,7 @@ from instrumentation.sinks.strict_json import to_strict_json
 
 
 def _event(index: int, padding: int = 0) -> TelemetryEvent:
-    return TelemetryEvent(EventType.EPOCH_COMPLETED, data={"i": index, "pad": "x" * padding})
-
-
-def _line(event: TelemetryEvent) -> bytes:
-    """The bytes the sink writes for event (no span ids)."""
-    return (json.dumps(to_strict_json(event.to_record()), allow_nan=False) + "\n").encode()
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"non-strict JSON constant {name}")
-
-
-def _strict_lines(path: Path) -> list[bytes]:
-    """The file's lines, each checked to be a complete strict-JSON object."""
-    raw = path.read_bytes()
-    assert raw == b"" or raw.endswith(b"\n"), f"{path.name}: last line is cut"
-    lines = raw.splitlines(keepends=True)
-    for line in lines:
-        assert isinstance(json.loads(line, parse_constant=_reject_constant), dict)
-    return lines
-
-
-def _set_lines(sink: JsonlSink) -> list[bytes]:
-    return [line for path in log_files(sink.path) for line in _strict_lines(path)]
+    return sized_event(index, padding)
 
 
 def _names(sink: JsonlSink) -> list[str]:
@@ -65,7 +43,7 @@ def test_a_line_that_fills_the_file_exactly_stays_and_the_next_rotates(
     tmp_path: Path, buffer_events: int
 ) -> None:
     events = [_event(0), _event(1), _event(2)]
-    lines = [_line(event) for event in events]
+    lines = [written_line(event) for event in events]
     sink = JsonlSink(tmp_path, buffer_events=buffer_events, max_bytes=len(lines[0]) + len(lines[1]))
 
     sink.emit(events[0])
@@ -84,7 +62,7 @@ def test_a_line_one_byte_too_long_rotates_before_it_is_written(
     tmp_path: Path, buffer_events: int
 ) -> None:
     events = [_event(0), _event(1)]
-    lines = [_line(event) for event in events]
+    lines = [written_line(event) for event in events]
     sink = JsonlSink(
         tmp_path, buffer_events=buffer_events, max_bytes=len(lines[0]) + len(lines[1]) - 1
     )
@@ -112,10 +90,10 @@ def test_no_line_is_lost_duplicated_or_cut_and_the_set_reads_in_order(
         f"events.jsonl.{n}" for n in range(len(files) - 1, 0, -1)
     ]
     for path in files:
-        lines = _strict_lines(path)
+        lines = strict_lines(path)
         assert lines, f"{path.name} is empty"
         assert path.stat().st_size <= max_bytes or len(lines) == 1
-    assert _set_lines(sink) == [_line(event) for event in events]
+    assert set_lines(sink) == [written_line(event) for event in events]
     assert [event.data["i"] for event in read_log(sink.path)] == list(range(300))
 
 
@@ -127,7 +105,7 @@ def test_each_file_is_as_full_as_the_next_line_allows(tmp_path: Path) -> None:
 
     files = log_files(sink.path)
     for path, following in itertools.pairwise(files):
-        first_of_next = _strict_lines(following)[0]
+        first_of_next = strict_lines(following)[0]
         assert path.stat().st_size + len(first_of_next) > 2048
 
 
@@ -135,14 +113,14 @@ def test_keep_drops_the_oldest_files_only(tmp_path: Path) -> None:
     events = [_event(i, padding=100) for i in range(200)]
     everything = JsonlSink(tmp_path / "all", max_bytes=2048, keep=1000)
     _emit_all(everything, events)
-    all_files = [_strict_lines(path) for path in log_files(everything.path)]
+    all_files = [strict_lines(path) for path in log_files(everything.path)]
     assert len(all_files) > 5
 
     sink = JsonlSink(tmp_path / "kept", max_bytes=2048, keep=3)
     _emit_all(sink, events)
 
     assert _names(sink) == ["events.jsonl.3", "events.jsonl.2", "events.jsonl.1", "events.jsonl"]
-    kept = [_strict_lines(path) for path in log_files(sink.path)]
+    kept = [strict_lines(path) for path in log_files(sink.path)]
     assert kept == all_files[-4:], "the newest files, exactly as they would have been"
     indexes = [event.data["i"] for event in read_log(sink.path)]
     assert indexes == list(range(200 - len(indexes), 200)), "a contiguous tail, in order"
@@ -155,7 +133,7 @@ def test_keep_one_holds_a_single_rotated_file(tmp_path: Path) -> None:
     _emit_all(sink, events)
 
     assert _names(sink) == ["events.jsonl.1", "events.jsonl"]
-    assert _set_lines(sink) == [_line(event) for event in events][-len(_set_lines(sink)) :]
+    assert set_lines(sink) == [written_line(event) for event in events][-len(set_lines(sink)) :]
 
 
 def test_an_oversized_line_goes_alone_into_its_own_file(tmp_path: Path) -> None:
@@ -164,7 +142,7 @@ def test_an_oversized_line_goes_alone_into_its_own_file(tmp_path: Path) -> None:
 
     _emit_all(sink, events)
 
-    lines = [_line(event) for event in events]
+    lines = [written_line(event) for event in events]
     assert len(lines[1]) > 1024
     contents = [path.read_bytes() for path in log_files(sink.path)]
     assert contents == [lines[0], lines[1], lines[2], lines[3]]
@@ -177,7 +155,7 @@ def test_an_oversized_first_line_does_not_leave_an_empty_file(tmp_path: Path) ->
     _emit_all(sink, events)
 
     contents = [path.read_bytes() for path in log_files(sink.path)]
-    assert contents == [_line(events[0]), _line(events[1])]
+    assert contents == [written_line(events[0]), written_line(events[1])]
 
 
 def test_without_max_bytes_the_log_never_rotates(tmp_path: Path) -> None:
@@ -237,7 +215,7 @@ SMALL_RUN = ["--dataset", "synthetic", "--episodes", "2", "--envs", "2", "--max-
 
 
 def _without_span_ids(line: bytes) -> dict[str, Any]:
-    record = json.loads(line, parse_constant=_reject_constant)
+    record = json.loads(line, parse_constant=reject_constant)
     assert isinstance(record, dict)
     record.pop("trace_id", None)
     record.pop("span_id", None)
@@ -257,9 +235,9 @@ def test_train_rotates_its_log_into_a_set_that_holds_every_event_in_order(
     (log,) = tmp_path.glob("telemetry_*/events.jsonl")
     files = log_files(log)
     assert len(files) >= 3, f"expected several files, got {[p.name for p in files]}"
-    lines = [line for path in files for line in _strict_lines(path)]
+    lines = [line for path in files for line in strict_lines(path)]
     for path in files:
-        assert path.stat().st_size <= 4096 or len(_strict_lines(path)) == 1
+        assert path.stat().st_size <= 4096 or len(strict_lines(path)) == 1
     assert emitted, "no event reached the sinks"
     assert [_without_span_ids(line) for line in lines] == [
         to_strict_json(event.to_record()) for event in emitted
