@@ -21,6 +21,7 @@ from app.contracts.stages import SeedStage
 from app.training.config import RunConfig
 from app.training.datasets import load_dataset
 from app.training.environment import HostEnvironment
+from app.training.environment_batch import EnvironmentBatch
 
 
 def run(
@@ -31,10 +32,12 @@ def run(
     env = HostEnvironment(
         0, dataset, config.host, config.slot, config.tracker, seed, torch.device("cpu")
     )
+    batch = EnvironmentBatch([env])
     stabilized_at = None
     accuracy = 0.0
     for epoch in range(1, epochs + 1):
-        signals = env.run_epoch(epoch).signals
+        (result,) = batch.run_epoch(epoch)
+        signals = result.signals
         accuracy = signals.val_accuracy
         if signals.host_stabilized and stabilized_at is None:
             stabilized_at = epoch

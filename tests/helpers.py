@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.contracts.events import EventType, Severity, TelemetryEvent
+from app.training.environment import EpochResult, HostEnvironment
+from app.training.environment_batch import EnvironmentBatch
 from instrumentation.jsonl_reader import LogLineError, log_files, read_logged_events
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -109,3 +111,10 @@ def read_log(
         for file in log_files(path)
         for logged in read_logged_events(file, on_error or fail)
     ]
+
+
+def train_alone(env: HostEnvironment) -> Callable[[int], EpochResult]:
+    """Starts an episode of `env` in a batch of its own and returns a function that
+    trains its next epoch, as the trainer would with one environment."""
+    batch = EnvironmentBatch([env])
+    return lambda epoch: batch.run_epoch(epoch)[0]

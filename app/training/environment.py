@@ -1,7 +1,8 @@
 """One training environment: a host learning a dataset, its seed slot, tracker and governor.
 
-The vectorized loop owns N of these and steps them in lockstep; each has its own host,
-data order and tracker, so the episodes of one batch are independent samples.
+The vectorized loop owns N of these and an `EnvironmentBatch` steps them in lockstep; each
+has its own host, data order and tracker, so the episodes of one batch are independent
+samples.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 import torch
 from torch.nn.functional import cross_entropy
 from torch.optim import Adam, Optimizer
-from torch.optim.lr_scheduler import ExponentialLR
 
 from app.contracts.actions import Action
 from app.contracts.events import EventType, TelemetryEvent
@@ -23,10 +23,11 @@ from app.model.slot import SeedSlot, SlotConfig
 from app.settings import check
 from app.telemetry import emit
 from app.training.datasets import Dataset
-from app.training.governor import Governor
-from app.training.health import CheckCounts, HostHealthConfig, HostHealthMonitor
+from app.training.governor import Governor, Restorable
+from app.training.health import CheckCounts, HostHealthConfig, HostHealthMonitor, LeakProbe
+from app.training.stacked_adam import EnvAdamState
 
-_EVAL_CHUNK = 2048
+EVAL_CHUNK = 2048
 # Devices with a fused Adam kernel. The host's step is dispatch-bound (about a thousand
 # parameters in a dozen tensors): one fused kernel per step instead of a handful of ops
 # per tensor cuts the optimizer's share of a CPU step from about a third to a tenth.
@@ -60,6 +61,18 @@ class HostConfig:
 
 
 @dataclass(frozen=True)
+class EpochMeasurements:
+    """What the batched epoch measured for one environment (`counterfactual`: validation
+    accuracy with the seed disabled, when its lifecycle needs it)."""
+
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    counterfactual: float | None
+
+
+@dataclass(frozen=True)
 class EpochResult:
     signals: TrainingSignals
     rolled_back: bool
@@ -72,7 +85,21 @@ def adam(params: list[torch.nn.Parameter], lr: float, device: torch.device) -> O
 
 
 class HostEnvironment:
-    """Trains one host for an episode of epochs and applies controller actions to its slot."""
+    """One environment's host, seed slot, data order, tracker, governor and health checks.
+
+    The environments of a batch are trained together by an `EnvironmentBatch`, which
+    builds each episode's hosts, steps them as one stacked computation and hands each
+    environment its epoch's numbers; the environment then does everything that is its own:
+    the governor's verdict and rollback, the seed lifecycle, the tracker and its events.
+    """
+
+    host: HostCNN
+    host_optimizer: EnvAdamState
+    tracker: SignalTracker
+    governor: Governor
+    health: HostHealthMonitor
+    signals: TrainingSignals | None
+    host_params: int
 
     def __init__(
         self,
@@ -95,12 +122,11 @@ class HostEnvironment:
         self.data_order = torch.Generator().manual_seed(data_seed)
         self.seeds_grown = 0
         self.check_counts = CheckCounts()
-        self.reset()
 
-    def reset(self) -> None:
-        """Start a new episode: a fresh host, tracker, governor and optimizers."""
+    def build_host(self) -> HostCNN:
+        """A freshly initialized host for this environment's next episode."""
         data = self.dataset
-        self.host = HostCNN(
+        return HostCNN(
             data.in_channels,
             data.num_classes,
             data.image_size,
@@ -110,17 +136,22 @@ class HostEnvironment:
             env_id=self.env_id,
             slot_config=self.slot_config,
         ).to(self.device)
+
+    def reset(self, host: HostCNN, host_optimizer: EnvAdamState, gradients: LeakProbe) -> None:
+        """Start a new episode on `host` (from `build_host`), whose weights the batch's
+        optimizer trains; `host_optimizer` is this environment's share of it, rolled back
+        with the weights, and `gradients` probes the seed's isolation."""
+        self.host = host
+        self.host_optimizer = host_optimizer
         self.tracker = SignalTracker(self.tracker_config, env_id=self.env_id)
         self.governor = Governor(self.host)
-        self._host_optimizer = adam(self.host.host_parameters(), self.host_config.lr, self.device)
-        self._host_schedule = ExponentialLR(self._host_optimizer, self.host_config.lr_decay)
         self._seed_optimizer: Optimizer | None = None
         self._optimized_seed: str | None = None
-        self.governor.snapshot(optimizers=[self._host_optimizer])
-        self.signals: TrainingSignals | None = None
+        self.governor.snapshot(optimizers=[host_optimizer])
+        self.signals = None
         self.host_params = sum(p.numel() for p in self.host.host_parameters())
         self.health = HostHealthMonitor(
-            self.health_config, self.env_id, self.host.slot.slot_id, self.host, self.check_counts
+            self.health_config, self.env_id, self.host.slot.slot_id, gradients, self.check_counts
         )
 
     @property
@@ -131,28 +162,35 @@ class HostEnvironment:
     def slot(self) -> SeedSlot:
         return self.host.slot
 
-    def run_epoch(self, epoch: int) -> EpochResult:
-        """Train one epoch, validate, advance the seed lifecycle; roll back a catastrophe."""
-        started = time.perf_counter()
+    def begin_epoch(self, epoch: int) -> None:
         self.host.slot.begin_epoch(epoch)
         self.health.begin_epoch(epoch)
-        train_loss, train_accuracy = self._train_epoch()
-        self._host_schedule.step()
-        val_loss, val_accuracy = self._evaluate()
-        counterfactual = None
-        if self.host.slot.measures_counterfactual:
-            with self.host.seed_disabled():
-                _, counterfactual = self._evaluate()
+
+    def seed_optimizer(self) -> Optimizer | None:
+        """The live seed's optimizer, fresh for every new seed; None without a seed."""
+        seed_id = self.host.slot.seed_id if self.host.seed_parameters() else None
+        if seed_id != self._optimized_seed:
+            params = self.host.seed_parameters()
+            seed_lr = self.host_config.seed_lr
+            self._seed_optimizer = adam(params, seed_lr, self.device) if params else None
+            self._optimized_seed = seed_id
+        return self._seed_optimizer
+
+    def finish_epoch(self, epoch: int, started: float, measured: EpochMeasurements) -> EpochResult:
+        """Judge the trained epoch: roll back a catastrophe, else advance the seed
+        lifecycle and keep a snapshot; then update the tracker and report the epoch.
+        `started` is the epoch's `time.perf_counter()` start."""
+        val_loss, val_accuracy = measured.val_loss, measured.val_accuracy
         rolled_back = self.governor.check(val_loss)
         if rolled_back:
             if self.governor.rollback():
                 self._seed_optimizer, self._optimized_seed = None, None
-            val_loss, val_accuracy = self._evaluate()
+            val_loss, val_accuracy = self.evaluate()
         else:
-            self.host.slot.step_epoch(val_accuracy, counterfactual, epoch=epoch)
+            self.host.slot.step_epoch(val_accuracy, measured.counterfactual, epoch=epoch)
             self.governor.snapshot(val_loss, optimizers=self._optimizers())
         self.signals = self.tracker.update(
-            epoch, train_loss, train_accuracy, val_loss, val_accuracy
+            epoch, measured.train_loss, measured.train_accuracy, val_loss, val_accuracy
         )
         duration = time.perf_counter() - started
         self._emit_epoch(epoch, duration, rolled_back)
@@ -174,56 +212,15 @@ class HostEnvironment:
             return slot.cull("controller")
         return False
 
-    def _optimizers(self) -> list[Optimizer]:
-        seed_id = self.host.slot.seed_id if self.host.seed_parameters() else None
-        if seed_id != self._optimized_seed:
-            params = self.host.seed_parameters()
-            seed_lr = self.host_config.seed_lr
-            self._seed_optimizer = adam(params, seed_lr, self.device) if params else None
-            self._optimized_seed = seed_id
-        return [o for o in (self._host_optimizer, self._seed_optimizer) if o is not None]
-
-    def _train_epoch(self) -> tuple[float, float]:
-        data, host = self.dataset, self.host
-        optimizers = self._optimizers()
-        host.train()
-        # The order comes from the CPU generator whatever the device, so a seed gives the
-        # same data order everywhere; it is moved once and the data only indexed.
-        order = torch.randperm(len(data.train_y), generator=self.data_order).to(self.device)
-        total_loss = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        for index in torch.split(order, self.host_config.batch_size):
-            x, y = data.train_x[index], data.train_y[index]
-            output = host(x)
-            loss = cross_entropy(output.logits, y)
-            total, seed_loss = loss, None
-            if output.seed_logits is not None:
-                seed_loss = cross_entropy(output.seed_logits, y)
-                total = total + seed_loss
-            # A sampled step probes isolation while the graph is alive, then reads the
-            # host gradient norm before the step; other steps do no extra work.
-            state = host.slot.state if self.health.sampled() else None
-            probe = None if state is None else self.health.isolation_probe(seed_loss, state)
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            torch.autograd.backward(total)
-            if state is not None:
-                self.health.check_step(probe, state)
-            for optimizer in optimizers:
-                optimizer.step()
-            total_loss += loss.detach() * len(y)
-            correct += (output.logits.argmax(1) == y).sum()
-        count = len(order)
-        return float(total_loss) / count, 100.0 * float(correct) / count
-
     @torch.inference_mode()
-    def _evaluate(self) -> tuple[float, float]:
+    def evaluate(self) -> tuple[float, float]:
+        """Validation loss and accuracy of this host alone (after a rollback)."""
         data, host = self.dataset, self.host
         host.eval()
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         chunks = zip(
-            torch.split(data.val_x, _EVAL_CHUNK), torch.split(data.val_y, _EVAL_CHUNK), strict=True
+            torch.split(data.val_x, EVAL_CHUNK), torch.split(data.val_y, EVAL_CHUNK), strict=True
         )
         for x, y in chunks:
             logits = host(x).logits
@@ -231,6 +228,10 @@ class HostEnvironment:
             correct += (logits.argmax(1) == y).sum()
         count = len(data.val_y)
         return float(total_loss) / count, 100.0 * float(correct) / count
+
+    def _optimizers(self) -> list[Restorable]:
+        seed = self.seed_optimizer()
+        return [self.host_optimizer] if seed is None else [self.host_optimizer, seed]
 
     def _emit_epoch(self, epoch: int, duration: float, rolled_back: bool) -> None:
         assert self.signals is not None

@@ -13,14 +13,22 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from torch import Tensor
-from torch.optim import Optimizer
 
 from app.model.host import HostCNN
 
 ROLLBACK_REASON = "governor_rollback"
+
+
+class Restorable(Protocol):
+    """Optimizer state that rolls back with the weights (a torch optimizer, or one
+    environment's share of the stacked hosts' optimizer)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -28,7 +36,7 @@ class _Snapshot:
     host_weights: dict[str, Tensor]
     seed_id: str | None
     seed_weights: dict[str, Tensor] | None
-    optimizer_states: tuple[tuple[Optimizer, dict[str, Any]], ...]
+    optimizer_states: tuple[tuple[Restorable, dict[str, Any]], ...]
 
 
 def _clone(state: dict[str, Any]) -> dict[str, Tensor]:
@@ -57,7 +65,9 @@ class Governor:
         self._healthy: deque[float] = deque(maxlen=window)
         self._snapshot: _Snapshot | None = None
 
-    def snapshot(self, val_loss: float | None = None, optimizers: Sequence[Optimizer] = ()) -> None:
+    def snapshot(
+        self, val_loss: float | None = None, optimizers: Sequence[Restorable] = ()
+    ) -> None:
         """Keep the current weights (and `optimizers`' state) as the last good state.
 
         Call it once before training (no loss yet) and after every epoch that `check`

@@ -1,6 +1,6 @@
 """Health checks on one host's training: isolation, gradient norms and performance.
 
-Three detectors (docs/events.md) watch the host epoch loop of one `HostEnvironment`:
+Three detectors (docs/events.md) watch one environment's host as it trains:
 
 - ISOLATION_VIOLATION: while a seed is TRAINING its own loss must put no gradient into the
   host (the seed learns on detached activations through a head with detached weights). On a
@@ -22,10 +22,11 @@ add no work and no host-device synchronization.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from app.contracts.events import EventType, Severity, TelemetryEvent
 from app.contracts.seeds import SeedState
@@ -35,6 +36,10 @@ from app.telemetry import emit
 
 # How many leaking parameter names an ISOLATION_VIOLATION lists.
 _LEAK_NAMES = 5
+
+# Per-parameter norms of the gradient a loss puts into one host's weights, with the
+# parameters' names; None when the loss cannot reach them.
+LeakProbe = Callable[[Tensor], tuple[Tensor, list[str]] | None]
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,10 @@ class _Fossilized:
 class HostHealthMonitor:
     """The health checks of one environment's host for one episode (built in `reset`).
 
-    The environment calls `begin_epoch`, then per training step `sampled`; on a sampled
-    step `isolation_probe` (before backward, while the graph is alive) and `check_step`
-    (after backward, before the optimizer step); and `end_epoch` once the epoch is done.
+    The trainer calls `begin_epoch`, then per training step `sampled`; on a sampled step
+    `isolation_probe` (before backward, while the graph is alive) and `check_step` (after
+    backward, before the optimizer step); and `end_epoch` once the epoch is done.
+    `leaks` differentiates a loss with respect to the host weights the step trains.
     """
 
     def __init__(
@@ -90,18 +96,14 @@ class HostHealthMonitor:
         config: HostHealthConfig,
         env_id: int,
         slot_id: str,
-        host: nn.Module,
+        leaks: LeakProbe,
         counts: CheckCounts | None = None,
     ) -> None:
         self.config = config
         self.counts = counts or CheckCounts()
         self.env_id = env_id
         self.slot_id = slot_id
-        # The host's own parameters, fixed for the host's life (a seed's are excluded).
-        self._named = [
-            (name, p) for name, p in host.named_parameters() if not name.startswith("slot.seed.")
-        ]
-        self._params = [p for _, p in self._named]
+        self._leaks = leaks
         self._step = 0
         self._epoch = 0
         self._step_in_epoch = 0
@@ -135,33 +137,24 @@ class HostHealthMonitor:
         if seed_id in self._isolation_reported:
             return None
         self.counts.isolation_probes += 1
-        grads = torch.autograd.grad(seed_loss, self._params, allow_unused=True, retain_graph=True)
-        reached = [
-            (name, g) for (name, _), g in zip(self._named, grads, strict=True) if g is not None
-        ]
-        if not reached:
-            return None
-        norms = torch.stack([torch.linalg.vector_norm(g.detach()) for _, g in reached])
-        return norms, [name for name, _ in reached]
+        return self._leaks(seed_loss)
 
-    def check_step(self, probe: tuple[Tensor, list[str]] | None, state: SeedState) -> None:
-        """After backward on a sampled step: the host gradient norm and the probe's leak,
-        read back together."""
+    def check_step(
+        self, grad_norm: Tensor | None, probe: tuple[Tensor, list[str]] | None, state: SeedState
+    ) -> None:
+        """After backward on a sampled step: the host gradient norm (None without a
+        gradient) and the probe's leak, read back together."""
         self.counts.steps_checked += 1
-        grads = [p.grad.detach() for p in self._params if p.grad is not None]
         parts: list[Tensor] = []
-        if grads:
-            norm = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(g) for g in grads])
-            )
-            parts.append(norm.reshape(1).float())
+        if grad_norm is not None:
+            parts.append(grad_norm.reshape(1).float())
         if probe is not None:
             parts.append(probe[0].float())
         if not parts:
             return
         values = torch.cat(parts).tolist()
         step = self._step - 1
-        if grads:
+        if grad_norm is not None:
             self._check_gradient(values[0], step, state.seed_id)
             values = values[1:]
         if probe is not None:

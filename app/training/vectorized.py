@@ -41,6 +41,7 @@ from app.training.commands import run_command
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import HostEnvironment
+from app.training.environment_batch import EnvironmentBatch, Scope
 from app.training.memory import MemoryMonitor
 from app.training.progress import HISTORY_LENGTH, ProgressDetector
 from app.training.resume import check_agent_state, check_setup, read_state, run_setup
@@ -223,14 +224,13 @@ class VectorizedTrainer:
     ) -> tuple[list[float], list[float], RolloutBuffer | None, list[StepOutcome]]:
         """Run one episode per env in lockstep; returns final accuracies, returns, buffer
         and every controller step."""
-        for env in envs:
-            env.reset()
+        hosts = EnvironmentBatch(envs)
         episode_spans = [
             tracer.start_span(names.EPISODE_SPAN, attributes={names.ENV_ID: env.env_id})
             for env in envs
         ]
         try:
-            accuracies, returns, buffer, steps = self._run_epochs(batch, envs, episode_spans)
+            accuracies, returns, buffer, steps = self._run_epochs(batch, hosts, episode_spans)
             for span, accuracy in zip(episode_spans, accuracies, strict=True):
                 span.set_attribute(names.FINAL_ACCURACY, accuracy)
             return accuracies, returns, buffer, steps
@@ -239,9 +239,9 @@ class VectorizedTrainer:
                 span.end()
 
     def _run_epochs(
-        self, batch: int, envs: list[HostEnvironment], episode_spans: list[Span]
+        self, batch: int, hosts: EnvironmentBatch, episode_spans: list[Span]
     ) -> tuple[list[float], list[float], RolloutBuffer | None, list[StepOutcome]]:
-        config, agent = self.config, self.agent
+        config, agent, envs = self.config, self.agent, hosts.envs
         buffer = agent.new_buffer(len(envs), config.max_epochs - 1) if agent else None
         hidden = agent.initial_hidden(len(envs)) if agent else None
         returns = [0.0] * len(envs)
@@ -249,10 +249,12 @@ class VectorizedTrainer:
         steps: list[StepOutcome] = []
         pending: _Decision | None = None
         for epoch in range(1, config.max_epochs + 1):
-            epoch_spans: list[Span] = []
+            epoch_spans = [
+                self._epoch_span(env, span, epoch)
+                for env, span in zip(envs, episode_spans, strict=True)
+            ]
             try:
-                for env, episode_span in zip(envs, episode_spans, strict=True):
-                    epoch_spans.append(self._run_epoch(env, episode_span, epoch))
+                hosts.run_epoch(epoch, _in_spans(epoch_spans))
                 self.memory.sample(batch, epoch)
                 accuracies = [self._signals(env).val_accuracy for env in envs]
                 if pending is not None:
@@ -281,21 +283,15 @@ class VectorizedTrainer:
                     span.end()
         return accuracies, returns, buffer, steps
 
-    def _run_epoch(self, env: HostEnvironment, episode_span: Span, epoch: int) -> Span:
-        """Train one env-epoch under its own `esper.epoch` span, left open for the
-        controller's action; the caller ends it."""
-        span = tracer.start_span(
+    @staticmethod
+    def _epoch_span(env: HostEnvironment, episode_span: Span, epoch: int) -> Span:
+        """Env's `esper.epoch` span, left open for the controller's action; the caller
+        ends it."""
+        return tracer.start_span(
             names.EPOCH_SPAN,
             context=trace.set_span_in_context(episode_span),
             attributes={names.ENV_ID: env.env_id, names.EPOCH: epoch},
         )
-        try:
-            with trace.use_span(span, end_on_exit=False):
-                env.run_epoch(epoch)
-        except BaseException:
-            span.end()
-            raise
-        return span
 
     def _decide(
         self,
@@ -387,6 +383,11 @@ class VectorizedTrainer:
                 data=data,
             )
         )
+
+
+def _in_spans(spans: list[Span]) -> Scope:
+    """A scope that puts environment i's events on `spans[i]` (left open)."""
+    return lambda index: trace.use_span(spans[index], end_on_exit=False)
 
 
 def _outcomes(

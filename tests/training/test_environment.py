@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from helpers import train_alone
 from torch.nn.functional import cross_entropy
 from torch.optim import Adam, Optimizer
 
@@ -46,7 +47,8 @@ def test_the_same_data_seed_gives_the_same_epochs(synthetic: Dataset) -> None:
         env = HostEnvironment(
             0, synthetic, config.host, config.slot, config.tracker, 3, torch.device("cpu")
         )
-        runs = [env.run_epoch(epoch).signals for epoch in range(1, 4)]
+        run_epoch = train_alone(env)
+        runs = [run_epoch(epoch).signals for epoch in range(1, 4)]
         return [(s.train_loss, s.train_accuracy, s.val_loss, s.val_accuracy) for s in runs]
 
     assert epochs() == epochs()

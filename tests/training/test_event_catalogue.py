@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import EventRecorder, documented_events
+from helpers import EventRecorder, documented_events, train_alone
 from torch import Tensor
 
 import app.training.vectorized as vectorized_module
@@ -144,9 +144,10 @@ def leaky_isolation(dataset: Dataset, config: RunConfig) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(SeedSlot, "isolated", _leaky_isolated)
         env = _environment(config, dataset)
-        env.run_epoch(1)
+        run_epoch = train_alone(env)
+        run_epoch(1)
         assert env.apply(Action.GERMINATE_CONV_LIGHT)
-        env.run_epoch(2)
+        run_epoch(2)
 
 
 def refused_commands(dataset: Dataset, config: RunConfig) -> None:
@@ -155,14 +156,15 @@ def refused_commands(dataset: Dataset, config: RunConfig) -> None:
     env = _environment(
         replace(config, slot=replace(config.slot, min_fossilize_improvement=100.0)), dataset
     )
-    env.run_epoch(1)
+    run_epoch = train_alone(env)
+    run_epoch(1)
     run_command(env, Action.CULL, False, "ppo")
     run_command(env, Action.FOSSILIZE, True, "heuristic")
     assert run_command(env, Action.GERMINATE_CONV_LIGHT, True, "heuristic")
     epoch = 1
     while env.slot.stage != SeedStage.PROBATIONARY:
         epoch += 1
-        env.run_epoch(epoch)
+        run_epoch(epoch)
     run_command(env, Action.FOSSILIZE, True, "heuristic")
 
 

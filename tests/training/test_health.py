@@ -9,17 +9,18 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import EventRecorder
+from helpers import EventRecorder, train_alone
 from torch import Tensor
 from torch.func import functional_call
 
-import app.training.environment as environment_module
+import app.training.environment_batch as environment_batch_module
 from app.contracts.actions import Action
 from app.contracts.events import EventType, Severity
 from app.contracts.stages import SeedStage
 from app.control.tracker import TrackerConfig
-from app.model.host import SLOT_ID, HostCNN
+from app.model.host import SLOT_ID
 from app.model.slot import SeedSlot, SlotConfig
+from app.model.stacked_hosts import StackedHosts
 from app.training.config import RunConfig
 from app.training.datasets import Dataset, load_dataset
 from app.training.environment import HostConfig, HostEnvironment
@@ -72,9 +73,11 @@ def _leaky_isolated(self: SeedSlot, h: Tensor) -> Tensor | None:
     return h + contribution
 
 
-def _live_head(self: HostCNN, z: Tensor) -> Tensor:
-    """HostCNN._frozen_head with the live head parameters: the seed's loss reaches the head."""
-    out: Tensor = functional_call(self.head, dict(self.head.named_parameters()), (z,))
+def _live_head(self: StackedHosts, env: int, z: Tensor, weights: dict[str, Tensor]) -> Tensor:
+    """StackedHosts._frozen_head with the live head weights: the seed's loss reaches the
+    head."""
+    head = {n.removeprefix("head."): w[env] for n, w in weights.items() if n.startswith("head.")}
+    out: Tensor = functional_call(self.hosts[env].head, head, (z,))
     return out
 
 
@@ -82,7 +85,7 @@ def _live_head(self: HostCNN, z: Tensor) -> Tensor:
     ("target", "name", "replacement", "prefix"),
     [
         (SeedSlot, "isolated", _leaky_isolated, "block"),
-        (HostCNN, "_frozen_head", _live_head, "head."),
+        (StackedHosts, "_frozen_head", _live_head, "head."),
     ],
     ids=["activations-not-detached", "head-not-detached"],
 )
@@ -97,10 +100,11 @@ def test_broken_isolation_is_reported_once_per_seed(
 ) -> None:
     monkeypatch.setattr(target, name, replacement)
     env = make_env(synthetic)
-    env.run_epoch(1)
+    run_epoch = train_alone(env)
+    run_epoch(1)
     assert env.apply(Action.GERMINATE_CONV_LIGHT)
-    env.run_epoch(2)
-    env.run_epoch(3)  # still TRAINING: no second report for the same seed
+    run_epoch(2)
+    run_epoch(3)  # still TRAINING: no second report for the same seed
     assert env.slot.stage == SeedStage.BLENDING
 
     (violation,) = events.of_type(EventType.ISOLATION_VIOLATION)
@@ -121,10 +125,11 @@ def test_broken_isolation_is_reported_once_per_seed(
 
 def test_intact_isolation_is_probed_and_silent(events: EventRecorder, synthetic: Dataset) -> None:
     env = make_env(synthetic, HostHealthConfig(isolation_check_every=7))
-    env.run_epoch(1)
+    run_epoch = train_alone(env)
+    run_epoch(1)
     assert env.apply(Action.GERMINATE_CONV_HEAVY)
-    env.run_epoch(2)
-    env.run_epoch(3)
+    run_epoch(2)
+    run_epoch(3)
     steps_per_epoch = math.ceil(len(synthetic.train_y) / HostConfig().batch_size)
     # Two TRAINING epochs, each probed on its first step and every 7th step of the episode.
     probed = {s for s in range(steps_per_epoch, 3 * steps_per_epoch) if s % 7 == 0}
@@ -140,10 +145,11 @@ def test_exploding_host_gradient_is_reported_once_per_epoch(
     events: EventRecorder, synthetic: Dataset
 ) -> None:
     env = make_env(synthetic, HostHealthConfig(isolation_check_every=1))
+    run_epoch = train_alone(env)
     with torch.no_grad():
         env.host.head[-1].weight.mul_(1e6)  # logits, and so upstream gradients, blow up
-    env.run_epoch(1)
-    env.run_epoch(2)
+    run_epoch(1)
+    run_epoch(2)
 
     anomalies = events.of_type(EventType.GRADIENT_ANOMALY)
     assert [a.epoch for a in anomalies] == [1, 2]  # every step checked, one event per epoch
@@ -160,14 +166,15 @@ def test_exploding_host_gradient_is_reported_once_per_epoch(
 def test_vanishing_host_gradient_is_reported(
     events: EventRecorder, synthetic: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = environment_module.cross_entropy
+    real = environment_batch_module.cross_entropy
 
     def shrunk(*args: Any, **kwargs: Any) -> Tensor:
         return real(*args, **kwargs) * 1e-12
 
-    monkeypatch.setattr(environment_module, "cross_entropy", shrunk)
+    monkeypatch.setattr(environment_batch_module, "cross_entropy", shrunk)
     env = make_env(synthetic)
-    env.run_epoch(1)
+    run_epoch = train_alone(env)
+    run_epoch(1)
 
     (anomaly,) = events.of_type(EventType.GRADIENT_ANOMALY)
     assert anomaly.data["kind"] == "vanishing"
@@ -178,7 +185,8 @@ def test_vanishing_host_gradient_is_reported(
 
 def test_grad_bounds_are_configurable(events: EventRecorder, synthetic: Dataset) -> None:
     env = make_env(synthetic, HostHealthConfig(grad_vanishing=1e-9, grad_exploding=1e-6))
-    env.run_epoch(1)
+    run_epoch = train_alone(env)
+    run_epoch(1)
     (anomaly,) = events.of_type(EventType.GRADIENT_ANOMALY)
     assert anomaly.data["kind"] == "exploding" and anomaly.data["bound"] == 1e-6
 
@@ -188,7 +196,8 @@ def test_grad_bounds_are_configurable(events: EventRecorder, synthetic: Dataset)
 
 def test_epoch_over_its_time_budget_is_reported(events: EventRecorder, synthetic: Dataset) -> None:
     env = make_env(synthetic, HostHealthConfig(epoch_time_budget_s=1e-6))
-    env.run_epoch(1)
+    run_epoch = train_alone(env)
+    run_epoch(1)
     (slow,) = events.of_type(EventType.PERFORMANCE_DEGRADATION)
     (epoch,) = events.of_type(EventType.EPOCH_COMPLETED)
     assert slow.severity == Severity.WARNING and slow.epoch == 1 and slow.slot_id == SLOT_ID
@@ -209,37 +218,39 @@ def test_accuracy_collapse_after_fossilization_is_reported_once(
         embargo_epochs=1,
     )
     env = make_env(synthetic, slot=slot)
+    run_epoch = train_alone(env)
     epoch = 0
     while not (env.signals and env.signals.host_stabilized):
         epoch += 1
-        env.run_epoch(epoch)
+        run_epoch(epoch)
         assert epoch < 20, "host never stabilized"
     assert env.apply(Action.GERMINATE_CONV_HEAVY)
     while env.slot.stage != SeedStage.PROBATIONARY:
         epoch += 1
-        env.run_epoch(epoch)
+        run_epoch(epoch)
         assert epoch < 40, f"stuck in {env.slot.stage.name}"
     assert env.apply(Action.FOSSILIZE), f"counterfactual {env.slot.state.counterfactual}"
     at_fossilization = env.slot.state.latest_accuracy
     epoch += 1
-    env.run_epoch(epoch)
+    run_epoch(epoch)
     assert not events.of_type(EventType.PERFORMANCE_DEGRADATION)
 
     # Corrupt the host: swap its classes' output weights and stop learning, so accuracy
     # collapses with a finite loss; a lenient governor keeps the corruption (no rollback).
     env.governor = Governor(env.host, spike_factor=1e9)
     env.governor.snapshot()
-    for optimizer in env._optimizers():
-        for group in optimizer.param_groups:
-            group["lr"] = 0.0
+    env.host_optimizer.lr = 0.0
+    seed_optimizer = env.seed_optimizer()
+    for group in [] if seed_optimizer is None else seed_optimizer.param_groups:
+        group["lr"] = 0.0
     with torch.no_grad():
         linear = env.host.head[-1]
         linear.weight.copy_(linear.weight.roll(1, dims=0))
         linear.bias.copy_(linear.bias.roll(1, dims=0))
     epoch += 1
-    env.run_epoch(epoch)
+    run_epoch(epoch)
     epoch += 1
-    env.run_epoch(epoch)  # still collapsed: not reported twice
+    run_epoch(epoch)  # still collapsed: not reported twice
 
     (drop,) = events.of_type(EventType.PERFORMANCE_DEGRADATION)
     (completed,) = [e for e in events.of_type(EventType.EPOCH_COMPLETED) if e.epoch == epoch - 1]
@@ -270,10 +281,11 @@ def test_healthy_default_run_raises_no_health_event(
 def test_healthy_digits_host_with_a_seed_raises_no_health_event(events: EventRecorder) -> None:
     digits = load_dataset("digits", seed=0)
     env = make_env(digits, slot=SlotConfig(), tracker=TrackerConfig())
+    run_epoch = train_alone(env)
     for epoch in range(1, 13):
         if epoch == 4:
             assert env.apply(Action.GERMINATE_CONV_HEAVY)
-        env.run_epoch(epoch)
+        run_epoch(epoch)
     assert env.health.counts.isolation_probes > 0
     assert not health_events(events)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import ANOMALY_FIELDS, PPO_FIELDS, SEED_OUTCOME_FIELDS, EventRecorder
+from helpers import ANOMALY_FIELDS, PPO_FIELDS, SEED_OUTCOME_FIELDS, EventRecorder, train_alone
 
 from app.contracts.actions import BLUEPRINTS, Action
 from app.contracts.events import EventType, Severity, TelemetryEvent, TelemetryLevel
@@ -24,7 +24,8 @@ from app.training.checkpoint import CheckpointError, load_checkpoint, save_check
 from app.training.commands import run_command
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
-from app.training.environment import HostConfig, HostEnvironment
+from app.training.environment import EpochResult, HostConfig, HostEnvironment
+from app.training.environment_batch import EnvironmentBatch, Scope
 from app.training.vectorized import BatchResult, VectorizedTrainer
 
 MakeConfig = Callable[..., RunConfig]
@@ -225,7 +226,9 @@ def test_heuristic_run_germinates_and_stages_seeds_without_ppo_updates(
 
 def _stabilized_env(
     config: RunConfig, synthetic: Dataset, env_id: int = 0
-) -> tuple[HostEnvironment, int]:
+) -> tuple[HostEnvironment, Callable[[int], EpochResult], int]:
+    """An environment trained alone until its host stabilized, the function that trains
+    its next epoch, and the epoch it stabilized in."""
     env = HostEnvironment(
         env_id,
         synthetic,
@@ -235,27 +238,30 @@ def _stabilized_env(
         data_seed=env_id,
         device=torch.device("cpu"),
     )
+    run_epoch = train_alone(env)
     for epoch in range(1, 20):
-        if env.run_epoch(epoch).signals.host_stabilized:
-            return env, epoch
+        if run_epoch(epoch).signals.host_stabilized:
+            return env, run_epoch, epoch
     raise AssertionError("host never stabilized within 19 epochs")
 
 
-def _step_until(env: HostEnvironment, epoch: int, stage: SeedStage) -> int:
+def _step_until(
+    env: HostEnvironment, run_epoch: Callable[[int], EpochResult], epoch: int, stage: SeedStage
+) -> int:
     for _ in range(20):
         if env.slot.stage == stage:
             return epoch
         epoch += 1
-        env.run_epoch(epoch)
+        run_epoch(epoch)
     raise AssertionError(f"slot never reached {stage.name}; stuck in {env.slot.stage.name}")
 
 
 def test_fossilized_seed_reports_contract_fields(
     events: EventRecorder, fast_config: RunConfig, synthetic: Dataset
 ) -> None:
-    env, epoch = _stabilized_env(fast_config, synthetic)
+    env, run_epoch, epoch = _stabilized_env(fast_config, synthetic)
     assert env.apply(Action.GERMINATE_CONV_HEAVY)
-    epoch = _step_until(env, epoch, SeedStage.PROBATIONARY)
+    epoch = _step_until(env, run_epoch, epoch, SeedStage.PROBATIONARY)
     assert env.apply(Action.FOSSILIZE), f"counterfactual {env.slot.state.counterfactual}"
 
     (germinated,) = events.of_type(EventType.SEED_GERMINATED)
@@ -283,7 +289,7 @@ def test_fossilized_seed_reports_contract_fields(
     assert fossilized.epoch == epoch and fossilized.slot_id == SLOT_ID
     # A fossilized seed stays: later epochs keep it and emit no more lifecycle events.
     events.clear()
-    env.run_epoch(epoch + 1)
+    run_epoch(epoch + 1)
     assert [e.event_type for e in events] == [EventType.EPOCH_COMPLETED]
     assert events[0].data["seed_stage"] == "FOSSILIZED"
 
@@ -291,14 +297,14 @@ def test_fossilized_seed_reports_contract_fields(
 def test_culled_seeds_report_contract_fields_and_reason(
     events: EventRecorder, fast_config: RunConfig, synthetic: Dataset
 ) -> None:
-    env, epoch = _stabilized_env(fast_config, synthetic, env_id=1)
+    env, run_epoch, epoch = _stabilized_env(fast_config, synthetic, env_id=1)
     assert env.apply(Action.GERMINATE_CONV_LIGHT)
-    epoch = _step_until(env, epoch, SeedStage.BLENDING)
+    epoch = _step_until(env, run_epoch, epoch, SeedStage.BLENDING)
     assert env.apply(Action.CULL)
-    epoch = _step_until(env, epoch, SeedStage.DORMANT)  # through the embargo
+    epoch = _step_until(env, run_epoch, epoch, SeedStage.DORMANT)  # through the embargo
     assert env.apply(Action.GERMINATE_NORM)
-    epoch = _step_until(env, epoch, SeedStage.PROBATIONARY)
-    _step_until(env, epoch, SeedStage.EMBARGOED)  # probation runs out without a decision
+    epoch = _step_until(env, run_epoch, epoch, SeedStage.PROBATIONARY)
+    _step_until(env, run_epoch, epoch, SeedStage.EMBARGOED)  # probation runs out without a decision
 
     by_controller, by_timeout = events.of_type(EventType.SEED_CULLED)
     assert by_controller.data["reason"] == "controller"
@@ -329,18 +335,18 @@ def _run_with_rollback(
     config = make_config(controller="heuristic", episodes=2, max_epochs=7)
     trainer = VectorizedTrainer(config, synthetic)
     env = trainer.envs[0]
-    original = env._train_epoch
+    original = EnvironmentBatch._train_epoch
     corrupted: list[str] = []
 
-    def train_then_corrupt() -> tuple[float, float]:
-        result = original()
+    def train_then_corrupt(batch: EnvironmentBatch, scope: Scope) -> tuple[list[float], ...]:
+        result = original(batch, scope)
         if env.slot.is_active and not corrupted:
             corrupted.append(str(env.slot.seed_id))
             with torch.no_grad():
                 env.host.host_parameters()[0].fill_(math.nan)
         return result
 
-    monkeypatch.setattr(env, "_train_epoch", train_then_corrupt)
+    monkeypatch.setattr(EnvironmentBatch, "_train_epoch", train_then_corrupt)
     run_all(trainer)
     assert corrupted, "env 0 never had a live seed to roll back"
     return config, env, corrupted[0]
@@ -596,9 +602,9 @@ def test_a_fossilize_the_gate_rejects_fails_with_its_reason(
     events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
 ) -> None:
     strict_gate = replace(make_config().slot, min_fossilize_improvement=1000.0)
-    env, epoch = _stabilized_env(make_config(slot=strict_gate), synthetic)
+    env, run_epoch, epoch = _stabilized_env(make_config(slot=strict_gate), synthetic)
     assert run_command(env, Action.GERMINATE_CONV_HEAVY, allowed=True, controller="ppo")
-    _step_until(env, epoch, SeedStage.PROBATIONARY)
+    _step_until(env, run_epoch, epoch, SeedStage.PROBATIONARY)
     events.clear()
     assert not run_command(env, Action.FOSSILIZE, allowed=True, controller="ppo")
     issued, failed = _commands(events)
@@ -611,7 +617,7 @@ def test_a_fossilize_the_gate_rejects_fails_with_its_reason(
 def test_masked_and_stage_invalid_commands_fail_and_wait_is_no_command(
     events: EventRecorder, fast_config: RunConfig, synthetic: Dataset
 ) -> None:
-    env, _ = _stabilized_env(fast_config, synthetic)
+    env, _, _ = _stabilized_env(fast_config, synthetic)
     assert not run_command(env, Action.WAIT, allowed=True, controller="ppo")
     assert _commands(events) == []
     assert not run_command(env, Action.CULL, allowed=False, controller="ppo")

@@ -1,0 +1,178 @@
+"""The environments of a batch trained in lockstep as one stacked host (Tolaria's loop).
+
+Every training step gathers each environment's next minibatch (each in its own data
+order), runs the stacked hosts once, backpropagates the sum of the environments' losses
+(their weights are disjoint, so each gets exactly its own gradient) and takes one
+optimizer step for all hosts, then one per live seed. Validation and the counterfactual
+are one batched pass each. Each environment then judges its own epoch (governor, seed
+lifecycle, tracker, events) under its own telemetry scope.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from functools import partial
+
+import torch
+from torch import Tensor
+from torch.nn.functional import cross_entropy
+
+from app.contracts.seeds import SeedState
+from app.model.stacked_hosts import StackedHosts
+from app.training.environment import EVAL_CHUNK, EpochMeasurements, EpochResult, HostEnvironment
+from app.training.stacked_adam import StackedAdam
+
+# Enters environment i's telemetry scope (e.g. its epoch span), so that the events it
+# raises land there.
+Scope = Callable[[int], AbstractContextManager[object]]
+_Probe = tuple[int, SeedState, tuple[Tensor, list[str]] | None]
+
+
+def _no_scope(_: int) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+class EnvironmentBatch:
+    """Trains `envs` (same dataset, host and device) together, one episode at a time."""
+
+    hosts: StackedHosts
+    optimizer: StackedAdam
+
+    def __init__(self, envs: Sequence[HostEnvironment]) -> None:
+        if not envs:
+            raise ValueError("a batch needs at least one environment")
+        self.envs = list(envs)
+        self.dataset = envs[0].dataset
+        self.host_config = envs[0].host_config
+        self.device = envs[0].device
+        self.reset()
+
+    def reset(self) -> None:
+        """A new episode in every environment: fresh hosts, stacked, and a fresh optimizer."""
+        built = [env.build_host() for env in self.envs]
+        self.hosts = StackedHosts(built)
+        self.optimizer = StackedAdam(
+            self.hosts.flat, self.hosts.env_of, len(built), self.host_config.lr
+        )
+        for index, (env, host) in enumerate(zip(self.envs, built, strict=True)):
+            env.reset(host, self.optimizer.env(index), partial(self.hosts.leaked, index))
+
+    def run_epoch(self, epoch: int, scope: Scope = _no_scope) -> list[EpochResult]:
+        """Train, validate and judge one epoch in every environment; environment i's events
+        are raised inside `scope(i)`."""
+        started = time.perf_counter()
+        for env in self.envs:
+            env.begin_epoch(epoch)
+        train_losses, train_accuracies = self._train_epoch(scope)
+        self.optimizer.decay_lr(self.host_config.lr_decay)
+        val_losses, val_accuracies = self._evaluate()
+        counterfactuals = self._counterfactuals()
+        results = []
+        for index, env in enumerate(self.envs):
+            measured = EpochMeasurements(
+                train_losses[index],
+                train_accuracies[index],
+                val_losses[index],
+                val_accuracies[index],
+                counterfactuals[index],
+            )
+            with scope(index):
+                results.append(env.finish_epoch(epoch, started, measured))
+        return results
+
+    def _train_epoch(self, scope: Scope) -> tuple[list[float], list[float]]:
+        data, envs = self.dataset, self.envs
+        for env in envs:
+            env.host.train()
+        seed_optimizers = [o for o in (env.seed_optimizer() for env in envs) if o is not None]
+        # Each order comes from its environment's CPU generator whatever the device, so a
+        # seed gives the same data order everywhere; moved once, the data only indexed.
+        count = len(data.train_y)
+        orders = torch.stack([torch.randperm(count, generator=env.data_order) for env in envs])
+        total_loss = torch.zeros(len(envs), device=self.device)
+        correct = torch.zeros(len(envs), device=self.device)
+        for index in torch.split(orders.to(self.device), self.host_config.batch_size, dim=1):
+            # (B, N, C, H, W) flattens to the grouped layout without a copy.
+            x, y = data.train_x[index.t()].flatten(1, 2), data.train_y[index]
+            output = self.hosts(x)
+            losses = (
+                cross_entropy(output.logits.flatten(0, 1), y.flatten(), reduction="none")
+                .view_as(y)
+                .mean(1)
+            )
+            seed_losses = [
+                None if logits is None else cross_entropy(logits, y[i])
+                for i, logits in enumerate(output.seed_logits)
+            ]
+            total = losses.sum()
+            for seed_loss in seed_losses:
+                if seed_loss is not None:
+                    total = total + seed_loss
+            probes = self._probes(seed_losses)
+            self.optimizer.zero_grad()
+            for optimizer in seed_optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            torch.autograd.backward(total)
+            if probes:
+                self._check_steps(probes, scope)
+            self.optimizer.step()
+            for optimizer in seed_optimizers:
+                optimizer.step()
+            total_loss += losses.detach() * y.shape[1]
+            correct += (output.logits.argmax(2) == y).sum(1)
+        loss_sums, corrects = torch.stack([total_loss, correct]).tolist()
+        return [s / count for s in loss_sums], [100.0 * c / count for c in corrects]
+
+    def _probes(self, seed_losses: list[Tensor | None]) -> list[_Probe]:
+        """The environments whose step is sampled for the health checks, each with its
+        isolation probe taken while the graph is alive; other steps do no extra work."""
+        probes = []
+        for index, env in enumerate(self.envs):
+            if env.health.sampled():
+                state = env.slot.state
+                probes.append((index, state, env.health.isolation_probe(seed_losses[index], state)))
+        return probes
+
+    def _check_steps(self, probes: list[_Probe], scope: Scope) -> None:
+        norms = self.hosts.grad_norms()
+        for index, state, probe in probes:
+            with scope(index):
+                norm = None if norms is None else norms[index]
+                self.envs[index].health.check_step(norm, probe, state)
+
+    @torch.inference_mode()
+    def _evaluate(self) -> tuple[list[float], list[float]]:
+        """Validation loss and accuracy of every environment's host, seeds as they are."""
+        data, envs = self.dataset, len(self.envs)
+        for env in self.envs:
+            env.host.eval()
+        total_loss = torch.zeros(envs, device=self.device)
+        correct = torch.zeros(envs, device=self.device)
+        chunks = zip(
+            torch.split(data.val_x, EVAL_CHUNK), torch.split(data.val_y, EVAL_CHUNK), strict=True
+        )
+        for x, y in chunks:
+            logits = self.hosts(self.hosts.grouped_input(x), seed_paths=False).logits
+            total_loss += (
+                cross_entropy(logits.flatten(0, 1), y.repeat(envs), reduction="none")
+                .view(envs, -1)
+                .sum(1)
+            )
+            correct += (logits.argmax(2) == y).sum(1)
+        count = len(data.val_y)
+        loss_sums, corrects = torch.stack([total_loss, correct]).tolist()
+        return [s / count for s in loss_sums], [100.0 * c / count for c in corrects]
+
+    def _counterfactuals(self) -> list[float | None]:
+        """Validation accuracy with the seed disabled, for the environments whose seed's
+        lifecycle needs it (one batched pass with every seed disabled)."""
+        measured = [env.slot.measures_counterfactual for env in self.envs]
+        if not any(measured):
+            return [None] * len(self.envs)
+        with ExitStack() as stack:
+            for env in self.envs:
+                stack.enter_context(env.host.seed_disabled())
+            _, accuracies = self._evaluate()
+        return [a if m else None for a, m in zip(accuracies, measured, strict=True)]

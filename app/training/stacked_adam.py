@@ -1,0 +1,107 @@
+"""Adam over stacked hosts, with a step count and a learning rate per environment.
+
+`torch.optim.Adam` keeps one step count and one learning rate per tensor. The stacked
+hosts share their tensors across environments, yet a governor rollback rewinds one
+environment's optimizer (moments, step count and the learning rate its schedule had
+reached) and leaves the others where they are. This optimizer does Adam's update (the same
+arithmetic as `torch.optim.Adam`, checked by a test) on the whole flat parameter in a
+handful of operations, with per-environment bias corrections and learning rates. While
+every environment is at the same step and rate, which is always the case until a
+rollback, those are plain numbers and the step needs no per-environment tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class StackedAdam:
+    """Adam on `param` (flat), whose positions belong to environments as `env_of` says."""
+
+    def __init__(
+        self,
+        param: Tensor,
+        env_of: Tensor,
+        envs: int,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.param = param
+        self.env_of = env_of
+        self.betas = betas
+        self.eps = eps
+        self.steps = [0] * envs
+        self.lrs = [lr] * envs
+        self.exp_avg = torch.zeros_like(param, memory_format=torch.preserve_format)
+        self.exp_avg_sq = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def zero_grad(self) -> None:
+        self.param.grad = None
+
+    def decay_lr(self, gamma: float) -> None:
+        """One step of an exponential schedule, as `ExponentialLR.step` takes it."""
+        self.lrs = [lr * gamma for lr in self.lrs]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grad = self.param.grad
+        if grad is None:
+            return
+        beta1, beta2 = self.betas
+        self.steps = [step + 1 for step in self.steps]
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_sizes = [lr / (1 - beta1**t) for lr, t in zip(self.lrs, self.steps, strict=True)]
+        roots = [math.sqrt(1 - beta2**t) for t in self.steps]
+        if len(set(step_sizes)) == 1 and len(set(roots)) == 1:
+            denom = (self.exp_avg_sq.sqrt() / roots[0]).add_(self.eps)
+            self.param.addcdiv_(self.exp_avg, denom, value=-step_sizes[0])
+            return
+        per_env = torch.tensor([step_sizes, roots], dtype=grad.dtype).to(grad.device)
+        step_size, root = per_env[:, self.env_of]
+        denom = (self.exp_avg_sq.sqrt() / root).add_(self.eps)
+        self.param.addcdiv_(self.exp_avg * step_size, denom, value=-1)
+
+    def env(self, env: int) -> EnvAdamState:
+        """Environment `env`'s share of the optimizer, for a snapshot and a rollback."""
+        return EnvAdamState(self, env)
+
+
+class EnvAdamState:
+    """One environment's moments, step count and learning rate in a `StackedAdam`, read
+    and restored with the `state_dict` / `load_state_dict` pair an optimizer has."""
+
+    def __init__(self, optimizer: StackedAdam, env: int) -> None:
+        self._optimizer = optimizer
+        self._env = env
+        self._rows = (optimizer.env_of == env).nonzero().flatten()
+
+    @property
+    def lr(self) -> float:
+        return self._optimizer.lrs[self._env]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._optimizer.lrs[self._env] = value
+
+    def state_dict(self) -> dict[str, Any]:
+        optimizer, rows = self._optimizer, self._rows
+        return {
+            "step": optimizer.steps[self._env],
+            "lr": optimizer.lrs[self._env],
+            "exp_avg": optimizer.exp_avg[rows].clone(),
+            "exp_avg_sq": optimizer.exp_avg_sq[rows].clone(),
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        optimizer, rows = self._optimizer, self._rows
+        optimizer.steps[self._env] = state["step"]
+        optimizer.lrs[self._env] = state["lr"]
+        optimizer.exp_avg.index_copy_(0, rows, state["exp_avg"])
+        optimizer.exp_avg_sq.index_copy_(0, rows, state["exp_avg_sq"])
