@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
 
 from app.contracts.events import EventType, Severity, TelemetryEvent
 from app.training.environment import EpochResult, HostEnvironment
@@ -118,3 +123,25 @@ def train_alone(env: HostEnvironment) -> Callable[[int], EpochResult]:
     trains its next epoch, as the trainer would with one environment."""
     batch = EnvironmentBatch([env])
     return lambda epoch: batch.run_epoch(epoch)[0]
+
+
+@contextmanager
+def count_host_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Record every Python-level read of a tensor's value: each is a host sync on a GPU."""
+    reads: list[str] = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(
+            self: torch.Tensor,
+            *args: Any,
+            _original: Any = original,
+            _name: str = name,
+            **kwargs: Any,
+        ) -> Any:
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    yield reads
+    monkeypatch.undo()

@@ -30,6 +30,10 @@ from torch.nn import functional
 
 from app.model.host import HostCNN
 
+# The grouped layout runs channels-last: on small feature maps oneDNN's grouped
+# convolution and max pooling are several times faster so, while GroupNorm's CPU kernel
+# is faster on contiguous NCHW and gets a copy in that layout (benchmarks/loop_throughput.py
+# measures the loop; an epoch of four digits hosts took about 30% less than all NCHW).
 # Modules applied to the grouped layout as they are: they act on each channel alone.
 _CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
 
@@ -48,7 +52,6 @@ class StackedOutput:
 class _Slice:
     name: str
     shape: torch.Size
-    start: int
     numel: int
 
 
@@ -69,10 +72,8 @@ class StackedHosts(nn.Module):
         self.envs = len(hosts)
         template = hosts[0]
         self._slices: list[_Slice] = []
-        start = 0
         for name, param in template.named_parameters():
-            self._slices.append(_Slice(name, param.shape, start, param.numel()))
-            start += self.envs * param.numel()
+            self._slices.append(_Slice(name, param.shape, param.numel()))
         blocks = [
             torch.stack([dict(host.named_parameters())[s.name].detach() for host in hosts])
             for s in self._slices
@@ -86,15 +87,12 @@ class StackedHosts(nn.Module):
         """The host parameters' names, as in each `HostCNN`'s `named_parameters`."""
         return [s.name for s in self._slices]
 
-    def env_rows(self, env: int) -> Tensor:
-        """The positions of environment `env`'s weights in `flat`."""
-        return (self.env_of == env).nonzero().flatten()
-
     def forward(self, x: Tensor, seed_paths: bool = True) -> StackedOutput:
         """`x`: (B, N * in_channels, H, W), environment i's images in group i.
         `seed_paths`: also run the isolated paths of TRAINING seeds (training needs them,
         evaluation does not)."""
         weights = self._weights(self.flat)
+        x = x.contiguous(memory_format=torch.channels_last)
         batch = x.shape[0]
         template = self.hosts[0]
         h = self._grouped(
@@ -104,7 +102,14 @@ class StackedHosts(nn.Module):
             "block2.",
         )
         channels = h.shape[1] // self.envs
-        parts = h.view(batch, self.envs, channels, *h.shape[2:]).unbind(1)
+        # A seed gets its environment's slice as a contiguous tensor: a channels-last
+        # slice crashes GroupNorm's CPU backward (the `norm` blueprint) in torch 2.13.
+        parts = [
+            part if host.slot.seed is None else part.contiguous()
+            for host, part in zip(
+                self.hosts, h.view(batch, self.envs, channels, *h.shape[2:]).unbind(1), strict=True
+            )
+        ]
         mixed = [host.slot(part) for host, part in zip(self.hosts, parts, strict=True)]
         if any(out is not part for out, part in zip(mixed, parts, strict=True)):
             h = torch.stack(mixed, dim=1).flatten(1, 2)
@@ -151,10 +156,13 @@ class StackedHosts(nn.Module):
         return out
 
     def _weights(self, flat: Tensor) -> dict[str, Tensor]:
-        """Each parameter as (N, *shape), a view of `flat`."""
+        """Each parameter as (N, *shape), a view of `flat`. One split rather than a slice
+        per parameter: its backward is one concatenation, not a zero-filled gradient of
+        the whole of `flat` per parameter."""
+        blocks = flat.split([self.envs * s.numel for s in self._slices])
         return {
-            s.name: flat[s.start : s.start + self.envs * s.numel].view(self.envs, *s.shape)
-            for s in self._slices
+            s.name: block.view(self.envs, *s.shape)
+            for s, block in zip(self._slices, blocks, strict=True)
         }
 
     def _grouped(
@@ -178,12 +186,12 @@ class StackedHosts(nn.Module):
                 )
             elif isinstance(module, nn.GroupNorm):
                 z = functional.group_norm(
-                    z,
+                    z.contiguous(),
                     module.num_groups * n,
                     weights[name + "weight"].flatten(),
                     weights[name + "bias"].flatten(),
                     module.eps,
-                )
+                ).contiguous(memory_format=torch.channels_last)
             elif isinstance(module, nn.Flatten):
                 z = z.flatten(1)
             elif isinstance(module, nn.Linear):

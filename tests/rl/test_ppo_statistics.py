@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import torch
+from helpers import count_host_reads
 
 from app.rl.ppo import PPOAgent
 from app.rl.ppo_config import PPOConfig
@@ -154,22 +153,6 @@ def test_nan_weight_is_reported_without_poisoning_optimizer(make_agent, memory_b
 
     assert metrics.has_nan
     assert_same_tensors(before, snapshot(agent)["optimizer"]["state"])
-
-
-@contextmanager
-def count_host_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Record every Python-level read of a tensor's value: each is a host sync on a GPU."""
-    reads: list[str] = []
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args, _original=original, _name=name, **kwargs):
-            reads.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    yield reads
-    monkeypatch.undo()
 
 
 @pytest.mark.parametrize("num_minibatches", [1, 8])

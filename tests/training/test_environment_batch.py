@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 import torch
+from helpers import count_host_reads
 from torch.nn.functional import cross_entropy
 from torch.optim import Adam
 from torch.optim.lr_scheduler import ExponentialLR
@@ -33,16 +34,20 @@ from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import HostEnvironment
 from app.training.environment_batch import EnvironmentBatch
+from app.training.health import HostHealthConfig
 from app.training.stacked_adam import StackedAdam
 
 CONFIG = RunConfig(dataset="synthetic")
-# One environment per situation: no seed, a TRAINING seed (isolated path), a BLENDING
-# seed (alpha 0.4) and a FOSSILIZED one (always blended, no counterfactual).
+# One environment per situation, every blueprint once: no seed, TRAINING seeds (the
+# isolated path), a BLENDING seed (alpha 0.4), a PROBATIONARY one (blended, judged by its
+# counterfactual) and a FOSSILIZED one (always blended, no counterfactual).
 STAGES: list[tuple[str | None, SeedStage]] = [
     (None, SeedStage.DORMANT),
     ("conv_heavy", SeedStage.TRAINING),
     ("attention", SeedStage.BLENDING),
     ("depthwise", SeedStage.FOSSILIZED),
+    ("norm", SeedStage.PROBATIONARY),
+    ("conv_light", SeedStage.TRAINING),
 ]
 
 
@@ -66,14 +71,15 @@ def float64(synthetic: Dataset) -> Iterator[Dataset]:
         torch.set_default_dtype(previous)
 
 
-def _environments(dataset: Dataset) -> tuple[list[HostEnvironment], EnvironmentBatch]:
-    """Four environments in a fresh episode, each seed brought to its stage; the same
-    random state always gives the same weights."""
+def _environments(
+    dataset: Dataset, health: HostHealthConfig | None = None, device: str = "cpu"
+) -> tuple[list[HostEnvironment], EnvironmentBatch]:
+    """Environments in a fresh episode, each seed brought to its stage; the same random
+    state always gives the same weights."""
     torch.manual_seed(0)
+    config = CONFIG.host, CONFIG.slot, CONFIG.tracker
     envs = [
-        HostEnvironment(
-            i, dataset, CONFIG.host, CONFIG.slot, CONFIG.tracker, 7 + i, torch.device("cpu")
-        )
+        HostEnvironment(i, dataset, *config, 7 + i, torch.device(device), health)
         for i in range(len(STAGES))
     ]
     batch = EnvironmentBatch(envs)
@@ -238,3 +244,33 @@ def test_stacked_adam_follows_torch_adam_per_environment_through_a_rollback() ->
     assert stacked.steps == [8, 5] and stacked.lrs[1] == pytest.approx(0.1 * 0.5**5)
     expected = torch.stack([p.detach() for p in params]).t().reshape(-1)
     torch.testing.assert_close(flat.detach(), expected)
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("check_every", [0, 10])
+def test_an_epoch_reads_the_device_once_per_pass_and_a_step_only_when_checked(
+    synthetic: Dataset, monkeypatch: pytest.MonkeyPatch, device: str, check_every: int
+) -> None:
+    """Host syncs: the training pass, validation and the counterfactual pass each read
+    their sums back once; a training step reads nothing unless the health checks sample
+    it, and then once per environment."""
+    health = HostHealthConfig(isolation_check_every=check_every)
+    envs, batch = _environments(synthetic, health, device)
+    batch.run_epoch(1)
+    checked_before = sum(env.health.counts.steps_checked for env in envs)
+
+    with count_host_reads(monkeypatch) as reads:
+        batch.run_epoch(2)
+
+    checked = sum(env.health.counts.steps_checked for env in envs) - checked_before
+    assert (checked > 0) == (check_every > 0)
+    assert any(env.slot.measures_counterfactual for env in envs)
+    assert reads == ["tolist"] * (3 + checked)
