@@ -159,7 +159,7 @@ class StackedHosts(nn.Module):
         """Each parameter as (N, *shape), a view of `flat`. One split rather than a slice
         per parameter: its backward is one concatenation, not a zero-filled gradient of
         the whole of `flat` per parameter."""
-        blocks = flat.split([self.envs * s.numel for s in self._slices])
+        blocks = torch.split(flat, [self.envs * s.numel for s in self._slices])
         return {
             s.name: block.view(self.envs, *s.shape)
             for s, block in zip(self._slices, blocks, strict=True)
