@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.nn import functional
 
 from app.model.host import HostCNN
@@ -115,10 +114,21 @@ class StackedHosts(nn.Module):
             h = torch.stack(mixed, dim=1).flatten(1, 2)
         logits = self._grouped(template.head, h, weights, "head.")
         seed_logits: list[Tensor | None] = [None] * self.envs
-        for index, (host, part) in enumerate(zip(self.hosts, parts, strict=True)):
-            z = host.slot.isolated(part) if seed_paths else None
-            if z is not None:
-                seed_logits[index] = self._frozen_head(index, z, weights)
+        isolated = [
+            host.slot.isolated(part) if seed_paths else None
+            for host, part in zip(self.hosts, parts, strict=True)
+        ]
+        if any(z is not None for z in isolated):
+            # Every environment through the head at once; rows without a TRAINING seed
+            # carry the host's own (detached) activations and are not used.
+            z = torch.stack(
+                [p.detach() if z is None else z for z, p in zip(isolated, parts, strict=True)],
+                dim=1,
+            ).flatten(1, 2)
+            frozen = self._frozen_head(z, weights)
+            for index, path in enumerate(isolated):
+                if path is not None:
+                    seed_logits[index] = frozen[index]
         return StackedOutput(logits, seed_logits)
 
     def grouped_input(self, x: Tensor) -> Tensor:
@@ -144,16 +154,11 @@ class StackedHosts(nn.Module):
         norms = torch.stack([torch.linalg.vector_norm(rows[s.name][env]) for s in self._slices])
         return norms, self.names
 
-    def _frozen_head(self, env: int, z: Tensor, weights: dict[str, Tensor]) -> Tensor:
-        """Environment `env`'s head with detached weights: the seed path's loss can never
-        put gradient into the host, however backward is called."""
-        head = {
-            name.removeprefix("head."): w[env].detach()
-            for name, w in weights.items()
-            if name.startswith("head.")
-        }
-        out: Tensor = functional_call(self.hosts[env].head, head, (z,))
-        return out
+    def _frozen_head(self, z: Tensor, weights: dict[str, Tensor]) -> Tensor:
+        """The heads with detached weights, (N, B, classes): the seed paths' losses can
+        never put gradient into a host, however backward is called."""
+        head = {name: w.detach() for name, w in weights.items() if name.startswith("head.")}
+        return self._grouped(self.hosts[0].head, z, head, "head.")
 
     def _weights(self, flat: Tensor) -> dict[str, Tensor]:
         """Each parameter as (N, *shape), a view of `flat`. One split rather than a slice

@@ -11,7 +11,6 @@ import pytest
 import torch
 from helpers import EventRecorder, train_alone
 from torch import Tensor
-from torch.func import functional_call
 
 import app.training.environment_batch as environment_batch_module
 from app.contracts.actions import Action
@@ -73,12 +72,10 @@ def _leaky_isolated(self: SeedSlot, h: Tensor) -> Tensor | None:
     return h + contribution
 
 
-def _live_head(self: StackedHosts, env: int, z: Tensor, weights: dict[str, Tensor]) -> Tensor:
+def _live_head(self: StackedHosts, z: Tensor, weights: dict[str, Tensor]) -> Tensor:
     """StackedHosts._frozen_head with the live head weights: the seed's loss reaches the
-    head."""
-    head = {n.removeprefix("head."): w[env] for n, w in weights.items() if n.startswith("head.")}
-    out: Tensor = functional_call(self.hosts[env].head, head, (z,))
-    return out
+    heads."""
+    return self._grouped(self.hosts[0].head, z, weights, "head.")
 
 
 @pytest.mark.parametrize(
