@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 from opentelemetry.util.types import AttributeValue
 
@@ -22,6 +23,15 @@ from app.contracts import telemetry_names as names
 from app.contracts.events import TelemetryEvent
 
 _PLAIN = frozenset({str, int, float, bool})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NANOSECONDS_PER_MICROSECOND = 1000
+
+
+def timestamp_ns(moment: datetime) -> int:
+    """Nanoseconds since the Unix epoch, exact to the microsecond a datetime holds."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1) * _NANOSECONDS_PER_MICROSECOND
 
 
 def event_attributes(event: TelemetryEvent) -> dict[str, AttributeValue]:
