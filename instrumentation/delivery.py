@@ -8,6 +8,9 @@ caller a system call, ~10 µs and up to ~40 µs on a 2-core VM) but looks for it
 everything put so far and waits for it: flushing and closing the sinks go through it, so
 nothing put before is left behind.
 
+Memory is bounded: once `max_pending` items wait, `wait_if_full` waits for the thread to
+deliver them all (a stalled disk slows training down rather than filling memory or losing events).
+
 The thread is a daemon, so that a hub nobody closed cannot keep the process alive; an
 `atexit` hook stops every live delivery thread (delivering what is queued, then running
 the stop function) before the interpreter ends its daemons, so that a close cut short by
@@ -29,6 +32,7 @@ _log = logging.getLogger(__name__)
 
 # How long delivered work may lag behind: console lines appear at most this late.
 POLL_INTERVAL_S = 0.05
+DEFAULT_MAX_PENDING = 10_000
 
 Item = TypeVar("Item")
 
@@ -46,8 +50,13 @@ class DeliveryThread(Generic[Item]):
     """Calls `deliver(item)` for every item put, in order, on its own thread, which starts
     with the first item put."""
 
-    def __init__(self, deliver: Callable[[Item], None], name: str) -> None:
+    def __init__(
+        self, deliver: Callable[[Item], None], name: str, max_pending: int = DEFAULT_MAX_PENDING
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
         self._deliver = deliver
+        self._max_pending = max_pending
         self._name = name
         self._queue: deque[Item | _Call] = deque()
         self._wake = threading.Event()
@@ -60,6 +69,13 @@ class DeliveryThread(Generic[Item]):
         if self._thread is None:
             self._start()
         self._queue.append(item)
+
+    def wait_if_full(self) -> None:
+        """Once `max_pending` items wait, wait until they are all delivered. The caller
+        holds no lock the delivery needs; the delivery thread itself never waits."""
+        thread = self._thread
+        if len(self._queue) >= self._max_pending and thread is not threading.current_thread():
+            self.call_after_pending(_nothing)
 
     def call_after_pending(self, function: Callable[[], None]) -> None:
         """Run function on the delivery thread after the items queued so far; return when
@@ -135,6 +151,10 @@ class DeliveryThread(Generic[Item]):
         return call.stop
 
 
+def _nothing() -> None:
+    return None
+
+
 class _Stoppable(Protocol):
     def stop(self, function: Callable[[], None]) -> None: ...
 
@@ -144,7 +164,7 @@ _LIVE: weakref.WeakSet[_Stoppable] = weakref.WeakSet()
 
 def _stop_live_threads() -> None:
     for thread in list(_LIVE):
-        thread.stop(lambda: None)
+        thread.stop(_nothing)
 
 
 atexit.register(_stop_live_threads)

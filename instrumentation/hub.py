@@ -12,7 +12,9 @@ Training pays for an event only what must happen on its own thread: a deferred s
 lines, console lines, metric updates. `flush` and `close` wait until every event emitted
 before them is delivered, so closing the hub still writes out everything. An event's
 data is read after `emit` returns, so emitters build it fresh and leave it alone, as a
-frozen event invites.
+frozen event invites. At most `max_pending` events wait for delivery: beyond that, `emit`
+waits until the delivery thread has caught up, so that a stalled sink costs time, never
+memory or events.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from types import MappingProxyType
 
 from app import telemetry
 from app.contracts.events import EventType, TelemetryEvent
-from instrumentation.delivery import DeliveryThread
+from instrumentation.delivery import DEFAULT_MAX_PENDING, DeliveryThread
 from instrumentation.sinks.base import DeferredSink, TelemetrySink
 
 _log = logging.getLogger(__name__)
@@ -51,12 +53,16 @@ class TelemetryHub:
     while handling an event must not deadlock.
     """
 
-    def __init__(self, sinks: Sequence[TelemetrySink] = ()) -> None:
+    def __init__(
+        self, sinks: Sequence[TelemetrySink] = (), max_pending: int = DEFAULT_MAX_PENDING
+    ) -> None:
         self._lock = threading.RLock()
         self._sinks: list[TelemetrySink] = []
         self._deferred: list[DeferredSink] = []
         self._immediate: list[TelemetrySink] = []
-        self._delivery = DeliveryThread(self._deliver, name="esper-telemetry-delivery")
+        self._delivery = DeliveryThread(
+            self._deliver, name="esper-telemetry-delivery", max_pending=max_pending
+        )
         for sink in sinks:
             self._add(sink)
         self._sink_errors: Counter[str] = Counter()
@@ -115,8 +121,6 @@ class TelemetryHub:
         with self._lock:
             if self._closed:
                 return
-            self._emitted += 1
-            self._events_by_type[event.event_type] += 1
             # Plain loops: this runs for every event on the training thread, and a closure
             # per event is a cost with nothing to show.
             for sink in self._immediate:
@@ -125,6 +129,7 @@ class TelemetryHub:
                 except Exception:
                     self._record_failure(sink.name, "emit")
             if not self._deferred:
+                self._count(event)
                 return
             captured: list[object] = []
             for sink in self._deferred:
@@ -134,6 +139,7 @@ class TelemetryHub:
                     self._record_failure(sink.name, "emit")
                     captured.append(_FAILED)
             self._delivery.put((event, captured))
+        self._delivery.wait_if_full()  # outside the lock: the delivery thread takes it
 
     def flush(self) -> None:
         """Deliver every event emitted so far, then flush every sink."""
@@ -158,8 +164,16 @@ class TelemetryHub:
             self._immediate_closed = True
             self._each_sink("close", _close, self._immediate)
 
+    def _count(self, event: TelemetryEvent) -> None:
+        self._emitted += 1
+        self._events_by_type[event.event_type] += 1
+
     def _deliver(self, item: tuple[TelemetryEvent, list[object]]) -> None:
         event, captured = item
+        with self._lock:
+            # Counted here, off the training thread (hashing an enum member is a Python
+            # call); the summary reads the counts after `close`, which delivers all.
+            self._count(event)
         for sink, capture in zip(self._deferred, captured, strict=True):
             if capture is _FAILED:
                 continue  # counted when the capture failed

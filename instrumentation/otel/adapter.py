@@ -28,17 +28,14 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.trace import SpanContext, Status, StatusCode
 
-from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, Severity, TelemetryEvent
 from instrumentation.otel.deferred_event import add_deferred_event
 from instrumentation.otel.metrics import EsperMetrics
-from instrumentation.otel.span_event_attributes import timestamp_ns
+from instrumentation.otel.span_event_attributes import event_name, timestamp_ns
 
 __all__ = ["CurrentSpanIds", "OpenTelemetrySink", "current_span_ids", "event_name", "timestamp_ns"]
 
 SINK_NAME = "otel"
-
-_ERROR_SEVERITIES = frozenset({Severity.ERROR, Severity.CRITICAL})
 
 
 class CurrentSpanIds:
@@ -68,13 +65,6 @@ class CurrentSpanIds:
 current_span_ids = CurrentSpanIds()
 
 
-_EVENT_NAMES = {event_type: names.span_event_name(event_type) for event_type in EventType}
-
-
-def event_name(event: TelemetryEvent) -> str:
-    return _EVENT_NAMES[event.event_type]
-
-
 class OpenTelemetrySink:
     """A hub sink (instrumentation.sinks.TelemetrySink) that maps events to OTel.
 
@@ -102,8 +92,10 @@ class OpenTelemetrySink:
         # Spans that sampling left out are recorded too, for the metrics (sampling.py),
         # but reach no trace backend; a sampled span that is not recording takes no event.
         if span.get_span_context().trace_flags.sampled:
-            add_deferred_event(span, event_name(event), event, self._limits)
-            if event.severity in _ERROR_SEVERITIES:
+            add_deferred_event(span, event, self._limits)
+            # Identity, not set membership: hashing an enum member is a Python call.
+            severity = event.severity
+            if severity is Severity.ERROR or severity is Severity.CRITICAL:
                 span.set_status(Status(StatusCode.ERROR, event.message or event.event_type))
         if event.event_type is EventType.EPOCH_COMPLETED:
             return otel_context.get_current()

@@ -22,19 +22,29 @@ from opentelemetry.sdk.trace import Event, SpanLimits
 from opentelemetry.util import types
 
 from app.contracts.events import TelemetryEvent
-from instrumentation.otel.span_event_attributes import event_attributes, timestamp_ns
+from instrumentation.otel.span_event_attributes import (
+    event_attributes,
+    event_name,
+    timestamp_ns,
+)
 
 
 class DeferredSpanEvent(Event):
-    """A span event whose attributes are `event_attributes(event)` and whose timestamp is
-    the event's own, both worked out on first read."""
+    """The span event of a domain event: its name, timestamp and attributes (those of
+    `event_attributes`, bounded by `limits`) are worked out on first read.
 
-    def __init__(self, name: str, event: TelemetryEvent, limits: SpanLimits) -> None:
-        # A placeholder timestamp: the base class would read the clock without one.
-        super().__init__(name, None, 0)
+    The base class's constructor is not called: it only stores the three values this
+    class computes, and on the training thread every call costs (see the module doc).
+    """
+
+    def __init__(self, event: TelemetryEvent, limits: SpanLimits) -> None:
         self._event = event
         self._limits = limits
         self._built: BoundedAttributes | None = None
+
+    @property
+    def name(self) -> str:
+        return event_name(self._event)
 
     @property
     def timestamp(self) -> int:
@@ -62,14 +72,14 @@ class DeferredSpanEvent(Event):
         return built
 
 
-def add_deferred_event(
-    span: trace.Span, name: str, event: TelemetryEvent, limits: SpanLimits
-) -> None:
-    """Add `event` to `span` as a span event named `name`, built when it is read."""
+def add_deferred_event(span: trace.Span, event: TelemetryEvent, limits: SpanLimits) -> None:
+    """Add `event` to `span` as its span event, built when it is read."""
     add: Callable[[Event], None] | None = getattr(span, "_add_event", None)
     if add is not None:
-        add(DeferredSpanEvent(name, event, limits))
+        add(DeferredSpanEvent(event, limits))
     elif span.is_recording():
         span.add_event(
-            name, attributes=event_attributes(event), timestamp=timestamp_ns(event.timestamp)
+            event_name(event),
+            attributes=event_attributes(event),
+            timestamp=timestamp_ns(event.timestamp),
         )

@@ -204,3 +204,17 @@ def test_a_close_cut_short_by_ctrl_c_still_writes_every_event(tmp_path: Path) ->
     (log,) = tmp_path.glob("telemetry_*/events.jsonl")
     numbers = [json.loads(line)["data"]["n"] for line in log.read_text().splitlines()]
     assert numbers == list(range(400))
+
+
+def test_a_slow_sink_makes_emit_wait_rather_than_queue_without_bound() -> None:
+    sink = DeferredRecorder(deliver_s=0.002)
+    hub = TelemetryHub([sink], max_pending=5)
+    backlog: list[int] = []
+
+    for emitted, event in enumerate(_events(30), start=1):
+        hub.emit(event)
+        backlog.append(emitted - len(sink.delivered))
+    hub.close()
+
+    assert max(backlog) <= 5, "at most max_pending events wait (one may be in delivery)"
+    assert [event.data["n"] for event, _ in sink.delivered] == list(range(30)), "none lost"

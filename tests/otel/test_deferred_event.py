@@ -53,7 +53,7 @@ def _exported(limits: SpanLimits, deferred: bool) -> list[Event]:
         for event in EVENTS:
             name, moment = event_name(event), timestamp_ns(event.timestamp)
             if deferred:
-                add_deferred_event(span, name, event, limits)
+                add_deferred_event(span, event, limits)
             else:
                 span.add_event(name, event_attributes(event), moment)
     (exported,) = exporter.get_finished_spans()
