@@ -8,8 +8,9 @@ caller a system call, ~10 µs and up to ~40 µs on a 2-core VM) but looks for it
 everything put so far and waits for it: flushing and closing the sinks go through it, so
 nothing put before is left behind.
 
-Memory is bounded: once `max_pending` items wait, `wait_if_full` waits for the thread to
-deliver them all (a stalled disk slows training down rather than filling memory or losing events).
+Memory is bounded: once `max_pending` items wait, `put` says so, and the caller waits for
+the thread to deliver them all (a stalled disk slows training down rather than filling
+memory or losing events).
 
 The thread is a daemon, so that a hub nobody closed cannot keep the process alive; an
 `atexit` hook stops every live delivery thread (delivering what is queued, then running
@@ -64,17 +65,19 @@ class DeliveryThread(Generic[Item]):
         self._start_lock = threading.Lock()
         self._stop: _Call | None = None
 
-    def put(self, item: Item) -> None:
-        """Queue item for delivery; starts the thread if it has not started yet."""
+    def put(self, item: Item) -> bool:
+        """Queue item for delivery, starting the thread if it has not started yet; whether
+        `max_pending` items now wait, when the caller is to `wait_until_delivered`."""
         if self._thread is None:
             self._start()
-        self._queue.append(item)
+        queue = self._queue
+        queue.append(item)
+        return len(queue) >= self._max_pending
 
-    def wait_if_full(self) -> None:
-        """Once `max_pending` items wait, wait until they are all delivered. The caller
-        holds no lock the delivery needs; the delivery thread itself never waits."""
-        thread = self._thread
-        if len(self._queue) >= self._max_pending and thread is not threading.current_thread():
+    def wait_until_delivered(self) -> None:
+        """Wait until every item put so far is delivered; called from the delivery thread
+        itself (a sink that emits), it returns at once."""
+        if self._thread is not threading.current_thread():
             self.call_after_pending(_nothing)
 
     def call_after_pending(self, function: Callable[[], None]) -> None:

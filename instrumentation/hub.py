@@ -138,8 +138,9 @@ class TelemetryHub:
                 except Exception:
                     self._record_failure(sink.name, "emit")
                     captured.append(_FAILED)
-            self._delivery.put((event, captured))
-        self._delivery.wait_if_full()  # outside the lock: the delivery thread takes it
+            full = self._delivery.put((event, captured))
+        if full:
+            self._delivery.wait_until_delivered()  # outside the lock: delivery takes it
 
     def flush(self) -> None:
         """Deliver every event emitted so far, then flush every sink."""

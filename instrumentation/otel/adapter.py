@@ -37,6 +37,9 @@ __all__ = ["CurrentSpanIds", "OpenTelemetrySink", "current_span_ids", "event_nam
 
 SINK_NAME = "otel"
 
+_ERROR, _CRITICAL = Severity.ERROR, Severity.CRITICAL
+_EPOCH_COMPLETED = EventType.EPOCH_COMPLETED
+
 
 class CurrentSpanIds:
     """`current_span_ids()`: (trace_id, span_id) of the current span as lowercase hex if
@@ -90,14 +93,15 @@ class OpenTelemetrySink:
         event, for its exemplar."""
         span = trace.get_current_span()
         # Spans that sampling left out are recorded too, for the metrics (sampling.py),
-        # but reach no trace backend; a sampled span that is not recording takes no event.
-        if span.get_span_context().trace_flags.sampled:
+        # but reach no trace backend.
+        if span.get_span_context().trace_flags.sampled and span.is_recording():
             add_deferred_event(span, event, self._limits)
-            # Identity, not set membership: hashing an enum member is a Python call.
+            # Identity with module constants, not set membership or class attributes:
+            # hashing an enum member is a Python call, so is looking one up.
             severity = event.severity
-            if severity is Severity.ERROR or severity is Severity.CRITICAL:
+            if severity is _ERROR or severity is _CRITICAL:
                 span.set_status(Status(StatusCode.ERROR, event.message or event.event_type))
-        if event.event_type is EventType.EPOCH_COMPLETED:
+        if event.event_type is _EPOCH_COMPLETED:
             return otel_context.get_current()
         return None
 
