@@ -5,9 +5,11 @@ One real short training run (`VectorizedTrainer`, synthetic dataset) with every 
 verbose with `--verbose`) writing to /dev/null, and the OpenTelemetry sink of a real
 `configure_opentelemetry` session exporting over OTLP/gRPC to the test suite's receiver,
 which decodes every request. The receiver runs in this script's process and the training
-in a child, as a collector runs beside a real run. Each sink's `emit` and the hub's
-`emit` are timed on the training thread in the same run, so the columns compare side by
-side; the hub's figure includes its own lock and bookkeeping.
+in a child, as a collector runs beside a real run. What each sink costs the training
+thread (its `capture`, or its `emit` if it is not a deferred sink) and the hub's whole
+`emit` are timed in the same run, so the columns compare side by side; the hub's figure
+includes its own lock and bookkeeping. The last columns time each sink's `deliver` on the
+hub's delivery thread, which the training thread does not wait for.
 
     python benchmarks/throughput.py --episodes 16 --envs 4 --max-epochs 20
 """
@@ -43,7 +45,7 @@ from app.training.vectorized import VectorizedTrainer  # noqa: E402
 from instrumentation.hub import TelemetryHub  # noqa: E402
 from instrumentation.otel import configure_opentelemetry, current_span_ids  # noqa: E402
 from instrumentation.sinks import ConsoleSink, JsonlSink  # noqa: E402
-from instrumentation.sinks.base import TelemetrySink  # noqa: E402
+from instrumentation.sinks.base import DeferredSink, TelemetrySink  # noqa: E402
 
 
 class TimedSink:
@@ -53,6 +55,7 @@ class TimedSink:
         self.inner = inner
         self.name = inner.name
         self.samples: list[float] = []
+        self.delivery_samples: list[float] = []
 
     @property
     def dropped(self) -> int:
@@ -70,6 +73,33 @@ class TimedSink:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class TimedDeferredSink(TimedSink):
+    """A `TimedSink` for a deferred sink: times `capture` (on the training thread) and
+    `deliver` (on the hub's delivery thread) apart."""
+
+    def __init__(self, inner: DeferredSink) -> None:
+        super().__init__(inner)
+        self.deferred = inner
+
+    def capture(self, event: TelemetryEvent) -> object:
+        started = time.perf_counter()
+        try:
+            return self.deferred.capture(event)
+        finally:
+            self.samples.append(time.perf_counter() - started)
+
+    def deliver(self, event: TelemetryEvent, captured: object) -> None:
+        started = time.perf_counter()
+        try:
+            self.deferred.deliver(event, captured)
+        finally:
+            self.delivery_samples.append(time.perf_counter() - started)
+
+
+def timed(sink: TelemetrySink) -> TimedSink:
+    return TimedDeferredSink(sink) if isinstance(sink, DeferredSink) else TimedSink(sink)
 
 
 class TimedHub:
@@ -111,6 +141,7 @@ def train(config: RunConfig, handler: TimedHub, run_id: str) -> None:
 class Row:
     name: str
     samples: list[float]
+    delivery_samples: list[float]
 
 
 def measure(args: argparse.Namespace, endpoint: str, directory: Path) -> list[Row]:
@@ -127,9 +158,9 @@ def measure(args: argparse.Namespace, endpoint: str, directory: Path) -> list[Ro
         raise RuntimeError("the OpenTelemetry SDK is disabled (OTEL_SDK_DISABLED)")
     with Path(os.devnull).open("w") as devnull:
         sinks: list[TimedSink] = [
-            TimedSink(JsonlSink(directory, context_provider=current_span_ids)),
-            TimedSink(ConsoleSink(verbose=args.verbose, stream=devnull)),
-            TimedSink(session.sink),
+            timed(JsonlSink(directory, context_provider=current_span_ids)),
+            timed(ConsoleSink(verbose=args.verbose, stream=devnull)),
+            timed(session.sink),
         ]
         handler = TimedHub(TelemetryHub(sinks))
         config = RunConfig(
@@ -144,15 +175,24 @@ def measure(args: argparse.Namespace, endpoint: str, directory: Path) -> list[Ro
             train(config, handler, run_id)
         finally:
             session.shutdown(timeout_s=10)
-    return [*(Row(sink.name, sink.samples) for sink in sinks), Row("hub (all)", handler.samples)]
+    rows = [Row(sink.name, sink.samples, sink.delivery_samples) for sink in sinks]
+    return [*rows, Row("hub (all)", handler.samples, [])]
 
 
 def print_table(rows: list[Row], describe: Callable[[], str]) -> None:
     print(describe())
-    print(f"{'sink':<18} {'events':>7} {'p50 µs':>8} {'p99 µs':>8} {'mean µs':>8}")
+    print(f"{'':<26} {'training thread':^26}   {'delivery thread':^17}")
+    print(
+        f"{'sink':<18} {'events':>7} {'p50 µs':>8} {'p99 µs':>8} {'mean µs':>8}"
+        f"   {'p50 µs':>8} {'p99 µs':>8}"
+    )
     for row in rows:
         p50, p99, mean = percentiles(row.samples)
-        print(f"{row.name:<18} {len(row.samples):>7} {p50:>8.1f} {p99:>8.1f} {mean:>8.1f}")
+        line = f"{row.name:<18} {len(row.samples):>7} {p50:>8.1f} {p99:>8.1f} {mean:>8.1f}"
+        if row.delivery_samples:
+            later50, later99, _ = percentiles(row.delivery_samples)
+            line += f"   {later50:>8.1f} {later99:>8.1f}"
+        print(line)
 
 
 def child(args: argparse.Namespace) -> None:

@@ -22,80 +22,91 @@ EPOCH_COMPLETED and a few seed-lifecycle events, `esper.batch` the update and pr
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import SpanLimits
+from opentelemetry.trace import SpanContext, Status, StatusCode
 
-from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, Severity, TelemetryEvent
+from instrumentation.otel.deferred_event import add_deferred_event
 from instrumentation.otel.metrics import EsperMetrics
-from instrumentation.otel.span_event_attributes import event_attributes
+from instrumentation.otel.span_event_attributes import event_name, timestamp_ns
+
+__all__ = ["CurrentSpanIds", "OpenTelemetrySink", "current_span_ids", "event_name", "timestamp_ns"]
 
 SINK_NAME = "otel"
 
-_ERROR_SEVERITIES = frozenset({Severity.ERROR, Severity.CRITICAL})
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NANOSECONDS_PER_MICROSECOND = 1000
+_ERROR, _CRITICAL = Severity.ERROR, Severity.CRITICAL
+_EPOCH_COMPLETED = EventType.EPOCH_COMPLETED
 
 
-def _sampled(span: trace.Span) -> bool:
-    """Whether span is recorded and will be exported. Spans that sampling left out are
-    recorded too, for the metrics (sampling.py), but reach no trace backend."""
-    return span.is_recording() and span.get_span_context().trace_flags.sampled
-
-
-def current_span_ids() -> tuple[str, str] | None:
-    """(trace_id, span_id) of the current span as lowercase hex if it is sampled, else None.
+class CurrentSpanIds:
+    """`current_span_ids()`: (trace_id, span_id) of the current span as lowercase hex if
+    it is sampled, else None.
 
     The JSONL sink's `context_provider`: it ties each log line to the span that holds
-    the same event in Jaeger.
+    the same event in Jaeger. The sink calls `capture` on the emitting thread, which only
+    notes the span's context, and `resolve` on its delivery thread, which formats it.
     """
-    span = trace.get_current_span()
-    if not _sampled(span):
-        return None
-    context = span.get_span_context()
-    return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
+
+    def __call__(self) -> tuple[str, str] | None:
+        return self.resolve(self.capture())
+
+    def capture(self) -> SpanContext | None:
+        span = trace.get_current_span()
+        return span.get_span_context() if span.is_recording() else None
+
+    def resolve(self, captured: object) -> tuple[str, str] | None:
+        # Spans that sampling left out are recorded too, for the metrics (sampling.py),
+        # but no trace backend holds them: no ids to point at.
+        if not isinstance(captured, SpanContext) or not captured.trace_flags.sampled:
+            return None
+        return trace.format_trace_id(captured.trace_id), trace.format_span_id(captured.span_id)
 
 
-_EVENT_NAMES = {event_type: names.span_event_name(event_type) for event_type in EventType}
-
-
-def event_name(event: TelemetryEvent) -> str:
-    return _EVENT_NAMES[event.event_type]
-
-
-def timestamp_ns(moment: datetime) -> int:
-    """Nanoseconds since the Unix epoch, exact to the microsecond a datetime holds."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(microseconds=1) * _NANOSECONDS_PER_MICROSECOND
+current_span_ids = CurrentSpanIds()
 
 
 class OpenTelemetrySink:
     """A hub sink (instrumentation.sinks.TelemetrySink) that maps events to OTel.
 
-    Flush and close do nothing: span and metric export belong to the providers'
-    background threads, and flushing them is `OpenTelemetrySession.shutdown`'s job,
-    under its time bound, after the hub has closed.
+    A deferred sink (instrumentation.sinks.base.DeferredSink): `capture` adds the span
+    event to the current span on the emitting thread (it must land before the span ends),
+    with its attributes built at export (deferred_event.py); `deliver` updates the
+    metrics, on the hub's delivery thread. Flush and close do nothing: span and metric
+    export belong to the providers' background threads, and flushing them is
+    `OpenTelemetrySession.shutdown`'s job, under its time bound, after the hub has closed.
     """
 
     name = SINK_NAME
 
-    def __init__(self, metrics: EsperMetrics) -> None:
+    def __init__(self, metrics: EsperMetrics, limits: SpanLimits | None = None) -> None:
         self._metrics = metrics
+        self._limits = limits if limits is not None else SpanLimits()
 
     def emit(self, event: TelemetryEvent) -> None:
+        self.deliver(event, self.capture(event))
+
+    def capture(self, event: TelemetryEvent) -> Context | None:
+        """Add the span event; return the current context when a histogram records this
+        event, for its exemplar."""
         span = trace.get_current_span()
-        if _sampled(span):
-            span.add_event(
-                event_name(event),
-                attributes=event_attributes(event),
-                timestamp=timestamp_ns(event.timestamp),
-            )
-            if event.severity in _ERROR_SEVERITIES:
+        # Spans that sampling left out are recorded too, for the metrics (sampling.py),
+        # but reach no trace backend.
+        if span.get_span_context().trace_flags.sampled and span.is_recording():
+            add_deferred_event(span, event, self._limits)
+            # Identity with module constants, not set membership or class attributes:
+            # hashing an enum member is a Python call, so is looking one up.
+            severity = event.severity
+            if severity is _ERROR or severity is _CRITICAL:
                 span.set_status(Status(StatusCode.ERROR, event.message or event.event_type))
-        self._metrics.observe(event)
+        if event.event_type is _EPOCH_COMPLETED:
+            return otel_context.get_current()
+        return None
+
+    def deliver(self, event: TelemetryEvent, captured: object) -> None:
+        self._metrics.observe(event, captured if isinstance(captured, Context) else None)
 
     def flush(self) -> None:
         return None

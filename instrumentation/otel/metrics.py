@@ -39,12 +39,16 @@ class EsperMetrics:
         self.instruments = instruments
         self.state = state
 
-    def observe(self, event: TelemetryEvent) -> None:
+    def observe(self, event: TelemetryEvent, context: Context | None = None) -> None:
+        """Apply one event. `context` is the one current where the event was emitted, when
+        that was another thread: the epoch-duration exemplar links to its span."""
         self.state.observe(event)
         if event.event_type is EventType.EPOCH_COMPLETED:
             duration = real_number(event.data.get("duration_s"))
             if duration is not None and math.isfinite(duration) and duration >= 0:
-                self.instruments.epoch_duration.record(duration, self.instruments.run_attributes)
+                self.instruments.epoch_duration.record(
+                    duration, self.instruments.run_attributes, context=context
+                )
 
 
 class SpanMetricsProcessor(SpanProcessor):

@@ -129,7 +129,7 @@ def configure_opentelemetry(
         tracer_provider=tracer_provider,
         span_limits=limits,
         meter_provider=meter_provider,
-        sink=OpenTelemetrySink(esper_metrics),
+        sink=OpenTelemetrySink(esper_metrics, limits),
         sink_errors=sink_errors,
         prometheus=prometheus,
         accounts=accounts,

@@ -15,13 +15,29 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 from opentelemetry.util.types import AttributeValue
 
 from app.contracts import telemetry_names as names
-from app.contracts.events import TelemetryEvent
+from app.contracts.events import EventType, TelemetryEvent
 
 _PLAIN = frozenset({str, int, float, bool})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NANOSECONDS_PER_MICROSECOND = 1000
+_EVENT_NAMES = {event_type: names.span_event_name(event_type) for event_type in EventType}
+
+
+def event_name(event: TelemetryEvent) -> str:
+    """The span event's name: `esper.<event type in lower case>`."""
+    return _EVENT_NAMES[event.event_type]
+
+
+def timestamp_ns(moment: datetime) -> int:
+    """Nanoseconds since the Unix epoch, exact to the microsecond a datetime holds."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1) * _NANOSECONDS_PER_MICROSECOND
 
 
 def event_attributes(event: TelemetryEvent) -> dict[str, AttributeValue]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from app.contracts.events import TelemetryEvent
 
@@ -31,4 +31,23 @@ class TelemetrySink(Protocol):
 
     def close(self) -> None:
         """Flush and release resources; called once at shutdown, must tolerate a repeat."""
+        ...
+
+
+@runtime_checkable
+class DeferredSink(TelemetrySink, Protocol):
+    """A sink whose work on an event may run later, on the hub's delivery thread.
+
+    The hub calls `capture` on the emitting thread, for what only that thread knows (the
+    current span), and `deliver` with what it returned on the delivery thread, in the
+    order the events were emitted; `flush` and `close` run there too. `emit` does both at
+    once, for use without a hub.
+    """
+
+    def capture(self, event: TelemetryEvent) -> object:
+        """What `deliver` needs from the emitting thread; cheap, it runs there."""
+        ...
+
+    def deliver(self, event: TelemetryEvent, captured: object) -> None:
+        """Do the sink's work on the event, given what `capture` returned."""
         ...

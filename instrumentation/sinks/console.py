@@ -137,6 +137,13 @@ class ConsoleSink:
         self._stream = stream if stream is not None else sys.stderr
 
     def emit(self, event: TelemetryEvent) -> None:
+        self.deliver(event, None)
+
+    def capture(self, event: TelemetryEvent) -> None:
+        """Nothing: a line depends on the event alone."""
+        return None
+
+    def deliver(self, event: TelemetryEvent, captured: object) -> None:
         line = verbose_line(event) if self._verbose else compact_line(event)
         if line is not None:
             tqdm.write(line, file=self._stream)

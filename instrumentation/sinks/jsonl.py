@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from app.contracts.events import TelemetryEvent
 from instrumentation.sinks.line_log import (
@@ -34,6 +35,23 @@ from instrumentation.sinks.strict_json import strict_json_text
 
 # Returns the lowercase hex (trace_id, span_id) of the span recording now, or None.
 SpanIdsProvider = Callable[[], tuple[str, str] | None]
+
+
+@runtime_checkable
+class SplitSpanIds(Protocol):
+    """A `SpanIdsProvider` that splits its work: `capture` notes the current span on the
+    emitting thread, `resolve` makes the ids of what it noted, later, on another."""
+
+    def __call__(self) -> tuple[str, str] | None: ...
+
+    def capture(self) -> object: ...
+
+    def resolve(self, captured: object) -> tuple[str, str] | None: ...
+
+
+def _as_ids(captured: object) -> tuple[str, str] | None:
+    return captured if isinstance(captured, tuple) else None
+
 
 EVENTS_FILE_NAME = "events.jsonl"
 
@@ -75,7 +93,10 @@ class JsonlSink:
             raise ValueError(f"buffer_events must be at least 1, got {buffer_events}")
         check_options(max_bytes, keep, max_pending_lines, max_pending_bytes)
         self._buffer_events = buffer_events
-        self._context_provider = context_provider
+        self._capture: Callable[[], object] | None = context_provider
+        self._resolve: Callable[[object], tuple[str, str] | None] = _as_ids
+        if isinstance(context_provider, SplitSpanIds):
+            self._capture, self._resolve = context_provider.capture, context_provider.resolve
         self._directory = create_run_directory(telemetry_dir, datetime.now(UTC))
         try:
             self._log = LineLog(
@@ -106,9 +127,17 @@ class JsonlSink:
         return self._log.last_error
 
     def emit(self, event: TelemetryEvent) -> None:
+        self.deliver(event, self.capture(event))
+
+    def capture(self, event: TelemetryEvent) -> object:
+        """What the span ids of the line come from: the span current where the event is
+        emitted."""
+        return self._capture() if self._capture is not None else None
+
+    def deliver(self, event: TelemetryEvent, captured: object) -> None:
         if self._log.closed:
             raise RuntimeError(f"JSONL sink for {self.path} is closed; event not written")
-        self._log.append(self._line(event))
+        self._log.append(_line(event, self._resolve(captured)))
         self._unflushed += 1
         if self._unflushed >= self._buffer_events:
             self.flush()
@@ -128,9 +157,9 @@ class JsonlSink:
         self._log.close()
         self._directory.remove([EVENTS_FILE_NAME])
 
-    def _line(self, event: TelemetryEvent) -> bytes:
-        record = event.to_record()
-        ids = self._context_provider() if self._context_provider is not None else None
-        if ids is not None:
-            record["trace_id"], record["span_id"] = ids
-        return (strict_json_text(record) + "\n").encode("ascii")
+
+def _line(event: TelemetryEvent, ids: tuple[str, str] | None) -> bytes:
+    record = event.to_record()
+    if ids is not None:
+        record["trace_id"], record["span_id"] = ids
+    return (strict_json_text(record) + "\n").encode("ascii")

@@ -416,10 +416,15 @@ def test_an_event_shown_on_the_console_is_in_the_log_when_ctrl_c_lands_between_s
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class InterruptedConsole(ConsoleSink):
-        def emit(self, event: TelemetryEvent) -> None:
-            super().emit(event)
-            if event.event_type == EventType.PPO_UPDATE_COMPLETED:
-                raise KeyboardInterrupt  # Ctrl-C right after the update was printed
+        """Ctrl-C on the training thread, between the log's capture and OpenTelemetry's,
+        of the first event after the update the console is to print."""
+
+        updated = False
+
+        def capture(self, event: TelemetryEvent) -> None:
+            if self.updated:
+                raise KeyboardInterrupt
+            self.updated = event.event_type == EventType.PPO_UPDATE_COMPLETED
 
     monkeypatch.setattr("app.cli.train.ConsoleSink", InterruptedConsole)
     args = ["train", *SYNTHETIC, "--episodes", "4", "--telemetry-dir", str(tmp_path)]

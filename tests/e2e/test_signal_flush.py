@@ -91,12 +91,13 @@ def test_an_update_shown_on_the_console_reaches_otlp_when_sigterm_lands_between_
     tmp_path: Path, receiver: GrpcReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Deterministic form of the race: a real SIGTERM delivered right after the console
-    printed the first PPO update, before the OTel sink got it (what an operator reacting
-    to that line does). The run stops at the next epoch boundary, not mid-delivery."""
+    printed the first PPO update, before the OTel sink's metrics got it (what an operator
+    reacting to that line does). The run stops at the next epoch boundary, not
+    mid-delivery."""
 
     class TerminatedAfterConsole(ConsoleSink):
-        def emit(self, event: TelemetryEvent) -> None:
-            super().emit(event)
+        def deliver(self, event: TelemetryEvent, captured: object) -> None:
+            super().deliver(event, captured)
             if event.event_type == EventType.PPO_UPDATE_COMPLETED:
                 os.kill(os.getpid(), signal.SIGTERM)
 

@@ -190,9 +190,9 @@ def emitted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TelemetryEvent]]:
     seen: list[TelemetryEvent] = []
 
     class RecordingConsole(ConsoleSink):
-        def emit(self, event: TelemetryEvent) -> None:
+        def deliver(self, event: TelemetryEvent, captured: object) -> None:
             seen.append(event)
-            super().emit(event)
+            super().deliver(event, captured)
 
     monkeypatch.setattr("app.cli.train.ConsoleSink", RecordingConsole)
     threads = torch.get_num_threads()
