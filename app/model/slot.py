@@ -119,19 +119,36 @@ class SeedSlot(nn.Module):
         finally:
             self._disabled = previous
 
+    @property
+    def blends(self) -> bool:
+        """Whether the seed's output is mixed into the host's forward pass now."""
+        return not self._disabled and self.seed is not None and self.contributes
+
     def forward(self, h: Tensor) -> Tensor:
         """The slot's output for the host: h, or h + alpha * seed(h) once the seed blends."""
-        if self._disabled or self.seed is None or not self.contributes:
+        if not self.blends:
             return h
-        contribution: Tensor = self.seed(h)
+        assert self.seed is not None
+        return self.blend(h, self.seed(h))
+
+    def blend(self, h: Tensor, contribution: Tensor) -> Tensor:
+        """The host's activations with the seed's output `contribution` mixed in."""
         return h + self._state.alpha * contribution
 
-    def isolated(self, h: Tensor) -> Tensor | None:
-        """The seed's own path while TRAINING, on detached activations: its loss can reach
-        the seed's parameters but nothing upstream in the host."""
+    def isolated_input(self, h: Tensor) -> Tensor | None:
+        """What the seed trains on while TRAINING: the activations detached, so that its
+        loss can reach the seed's parameters but nothing upstream in the host; None when
+        the seed is not TRAINING (or the slot is disabled)."""
         if self._disabled or self.seed is None or self._state.stage != SeedStage.TRAINING:
             return None
-        z = h.detach()
+        return h.detach()
+
+    def isolated(self, h: Tensor) -> Tensor | None:
+        """The seed's own path while TRAINING (z + seed(z) on the detached activations)."""
+        z = self.isolated_input(h)
+        if z is None:
+            return None
+        assert self.seed is not None
         contribution: Tensor = self.seed(z)
         return z + contribution
 

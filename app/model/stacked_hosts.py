@@ -6,16 +6,14 @@ hosts turns N small convolutions into one grouped convolution (`groups=N`), N Gr
 into one with N times the groups and N linear heads into one batched matrix product, so a
 lockstep step costs about what one host's step costs.
 
-All host weights live in one flat parameter, laid out parameter by parameter with the
-environments as the leading dimension, so each tensor reshapes to its grouped form as a
-view and one optimizer step updates every environment. Each environment's `HostCNN` keeps
-working on its own: its host parameters are rebound to views of its rows, so evaluation,
-the governor's snapshots and rollbacks, and any code that reads the host see the same
-storage the batched step trains.
+All host weights live in one flat parameter (`ParameterStack`), so each tensor reshapes
+to its grouped form as a view and one optimizer step updates every environment; each
+environment's `HostCNN` keeps working on its own, on views of its rows (evaluation, the
+governor's snapshots and rollbacks).
 
-Seeds stay per environment (their blueprints and stages differ): the batched forward stops
-at the seed slot, each environment's slot runs on its slice (blending, the isolated
-TRAINING path through a head with detached weights), and the batched head continues.
+Seeds differ per environment: the batched forward stops at the seed slot, the seeds run
+stacked by blueprint (`StackedSeeds`) on their environments' slices, and the batched head
+continues; the TRAINING seeds' isolated paths go through the heads with detached weights.
 """
 
 from __future__ import annotations
@@ -25,16 +23,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional
 
+from app.model.grouped import apply_grouped, linear_per_copy
 from app.model.host import HostCNN
-
-# The grouped layout runs channels-last: on small feature maps oneDNN's grouped
-# convolution and max pooling are several times faster so, while GroupNorm's CPU kernel
-# is faster on contiguous NCHW and gets a copy in that layout (benchmarks/loop_throughput.py
-# measures the loop; an epoch of four digits hosts took about 30% less than all NCHW).
-# Modules applied to the grouped layout as they are: they act on each channel alone.
-_CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
+from app.model.parameter_stack import ParameterStack
+from app.model.stacked_seeds import StackedSeeds
 
 
 @dataclass(frozen=True)
@@ -47,19 +40,10 @@ class StackedOutput:
     seed_logits: list[Tensor | None]
 
 
-@dataclass(frozen=True)
-class _Slice:
-    name: str
-    shape: torch.Size
-    numel: int
-
-
 class StackedHosts(nn.Module):
     """The host weights of `hosts` (same architecture, no seeds yet) as one parameter,
     and their forward pass as one computation over inputs in grouped layout
     (B, N * channels, H, W): environment i's channels are the i-th group."""
-
-    env_of: Tensor
 
     def __init__(self, hosts: Sequence[HostCNN]) -> None:
         super().__init__()
@@ -69,64 +53,48 @@ class StackedHosts(nn.Module):
             raise ValueError("hosts are stacked before any seed is grown")
         self.hosts = list(hosts)
         self.envs = len(hosts)
-        template = hosts[0]
-        self._slices: list[_Slice] = []
-        for name, param in template.named_parameters():
-            self._slices.append(_Slice(name, param.shape, param.numel()))
-        blocks = [
-            torch.stack([dict(host.named_parameters())[s.name].detach() for host in hosts])
-            for s in self._slices
-        ]
-        self.flat = nn.Parameter(torch.cat([block.reshape(-1) for block in blocks]))
-        self.register_buffer("env_of", self._env_index(), persistent=False)
-        self._rebind_hosts()
+        self.stack = ParameterStack(hosts)
 
     @property
-    def names(self) -> list[str]:
-        """The host parameters' names, as in each `HostCNN`'s `named_parameters`."""
-        return [s.name for s in self._slices]
+    def flat(self) -> nn.Parameter:
+        """Every host weight, for the optimizer."""
+        return self.stack.flat
 
-    def forward(self, x: Tensor, seed_paths: bool = True) -> StackedOutput:
-        """`x`: (B, N * in_channels, H, W), environment i's images in group i.
-        `seed_paths`: also run the isolated paths of TRAINING seeds (training needs them,
-        evaluation does not)."""
-        weights = self._weights(self.flat)
+    @property
+    def env_of(self) -> Tensor:
+        return self.stack.env_of
+
+    def seeds(self) -> StackedSeeds:
+        """The hosts' current seeds, stacked for a training pass."""
+        return StackedSeeds([host.slot for host in self.hosts])
+
+    def forward(self, x: Tensor, seeds: StackedSeeds, seed_paths: bool = True) -> StackedOutput:
+        """`x`: (B, N * in_channels, H, W), environment i's images in group i; `seeds`:
+        the hosts' seeds (`seeds()`, unchanged since). `seed_paths`: also run the isolated
+        paths of TRAINING seeds (training needs them, evaluation does not)."""
+        weights = self.stack.weights()
         x = x.contiguous(memory_format=torch.channels_last)
-        batch = x.shape[0]
         template = self.hosts[0]
-        h = self._grouped(
-            template.block2,
-            self._grouped(template.block1, x, weights, "block1."),
-            weights,
-            "block2.",
-        )
-        channels = h.shape[1] // self.envs
-        # A seed gets its environment's slice as a contiguous tensor: a channels-last
-        # slice crashes GroupNorm's CPU backward (the `norm` blueprint) in torch 2.13.
-        parts = [
-            part if host.slot.seed is None else part.contiguous()
-            for host, part in zip(
-                self.hosts, h.view(batch, self.envs, channels, *h.shape[2:]).unbind(1), strict=True
-            )
-        ]
-        mixed = [host.slot(part) for host, part in zip(self.hosts, parts, strict=True)]
-        if any(out is not part for out, part in zip(mixed, parts, strict=True)):
-            h = torch.stack(mixed, dim=1).flatten(1, 2)
-        logits = self._grouped(template.head, h, weights, "head.")
+        h = apply_grouped(template.block1, x, weights, self.envs, "block1.")
+        h = apply_grouped(template.block2, h, weights, self.envs, "block2.")
+        parts = h.view(h.shape[0], self.envs, -1, *h.shape[2:]).unbind(1)
+        slots = seeds(parts, isolate=seed_paths)
+        if any(out is not part for out, part in zip(slots.mixed, parts, strict=True)):
+            h = torch.stack(slots.mixed, dim=1).flatten(1, 2)
+        logits = self._head(h, weights)
         seed_logits: list[Tensor | None] = [None] * self.envs
-        isolated = [
-            host.slot.isolated(part) if seed_paths else None
-            for host, part in zip(self.hosts, parts, strict=True)
-        ]
-        if any(z is not None for z in isolated):
+        if any(z is not None for z in slots.isolated):
             # Every environment through the head at once; rows without a TRAINING seed
             # carry the host's own (detached) activations and are not used.
             z = torch.stack(
-                [p.detach() if z is None else z for z, p in zip(isolated, parts, strict=True)],
+                [
+                    p.detach() if z is None else z
+                    for z, p in zip(slots.isolated, parts, strict=True)
+                ],
                 dim=1,
             ).flatten(1, 2)
             frozen = self._frozen_head(z, weights)
-            for index, path in enumerate(isolated):
+            for index, path in enumerate(slots.isolated):
                 if path is not None:
                     seed_logits[index] = frozen[index]
         return StackedOutput(logits, seed_logits)
@@ -150,78 +118,22 @@ class StackedHosts(nn.Module):
         (grad,) = torch.autograd.grad(loss, [self.flat], allow_unused=True, retain_graph=True)
         if grad is None:
             return None
-        rows = self._weights(grad.detach())
-        norms = torch.stack([torch.linalg.vector_norm(rows[s.name][env]) for s in self._slices])
-        return norms, self.names
+        rows = self.stack.weights(grad.detach())
+        names = self.stack.names
+        norms = torch.stack([torch.linalg.vector_norm(rows[name][env]) for name in names])
+        return norms, names
+
+    def _head(self, h: Tensor, weights: dict[str, Tensor]) -> Tensor:
+        """The heads on grouped activations: logits (N, B, classes)."""
+        head = self.hosts[0].head
+        z = apply_grouped(head[:-1], h, weights, self.envs, "head.")
+        last = head[-1]
+        if not isinstance(last, nn.Linear):
+            raise TypeError(f"a host head ends in a Linear layer, not {type(last).__name__}")
+        return linear_per_copy(last, z, weights, self.envs, f"head.{len(head) - 1}.")
 
     def _frozen_head(self, z: Tensor, weights: dict[str, Tensor]) -> Tensor:
         """The heads with detached weights, (N, B, classes): the seed paths' losses can
         never put gradient into a host, however backward is called."""
         head = {name: w.detach() for name, w in weights.items() if name.startswith("head.")}
-        return self._grouped(self.hosts[0].head, z, head, "head.")
-
-    def _weights(self, flat: Tensor) -> dict[str, Tensor]:
-        """Each parameter as (N, *shape), a view of `flat`. One split rather than a slice
-        per parameter: its backward is one concatenation, not a zero-filled gradient of
-        the whole of `flat` per parameter."""
-        blocks = torch.split(flat, [self.envs * s.numel for s in self._slices])
-        return {
-            s.name: block.view(self.envs, *s.shape)
-            for s, block in zip(self._slices, blocks, strict=True)
-        }
-
-    def _grouped(
-        self, block: nn.Sequential, z: Tensor, weights: dict[str, Tensor], prefix: str
-    ) -> Tensor:
-        """`block` applied to every environment's group at once."""
-        n = self.envs
-        for index, module in enumerate(block):
-            name = f"{prefix}{index}."
-            if isinstance(module, nn.Conv2d):
-                weight = weights[name + "weight"].flatten(0, 1)
-                bias = weights[name + "bias"].flatten() if module.bias is not None else None
-                z = functional.conv2d(
-                    z,
-                    weight,
-                    bias,
-                    module.stride,
-                    module.padding,
-                    module.dilation,
-                    module.groups * n,
-                )
-            elif isinstance(module, nn.GroupNorm):
-                z = functional.group_norm(
-                    z.contiguous(),
-                    module.num_groups * n,
-                    weights[name + "weight"].flatten(),
-                    weights[name + "bias"].flatten(),
-                    module.eps,
-                ).contiguous(memory_format=torch.channels_last)
-            elif isinstance(module, nn.Flatten):
-                z = z.flatten(1)
-            elif isinstance(module, nn.Linear):
-                per_env = z.view(z.shape[0], n, -1).transpose(0, 1)
-                weight = weights[name + "weight"].transpose(1, 2)
-                if module.bias is None:
-                    z = torch.bmm(per_env, weight)
-                else:
-                    z = torch.baddbmm(weights[name + "bias"].unsqueeze(1), per_env, weight)
-            elif isinstance(module, _CHANNELWISE):
-                z = module(z)
-            else:
-                raise TypeError(f"cannot stack a {type(module).__name__} ({name[:-1]})")
-        return z
-
-    def _env_index(self) -> Tensor:
-        """For every position in `flat`, the environment it belongs to."""
-        envs = torch.arange(self.envs, device=self.flat.device)
-        return torch.cat([envs.repeat_interleave(s.numel) for s in self._slices])
-
-    def _rebind_hosts(self) -> None:
-        """Point each host's parameters at its rows of `flat` (shared storage)."""
-        storage = self._weights(self.flat.detach())
-        for env, host in enumerate(self.hosts):
-            for s in self._slices:
-                module_name, _, attribute = s.name.rpartition(".")
-                module = host.get_submodule(module_name)
-                setattr(module, attribute, nn.Parameter(storage[s.name][env]))
+        return self._head(z, head)

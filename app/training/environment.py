@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 from torch.nn.functional import cross_entropy
-from torch.optim import Adam, Optimizer
 
 from app.contracts.actions import Action
 from app.contracts.events import EventType, TelemetryEvent
@@ -25,13 +24,9 @@ from app.telemetry import emit
 from app.training.datasets import Dataset
 from app.training.governor import Governor, Restorable
 from app.training.health import CheckCounts, HostHealthConfig, HostHealthMonitor, LeakProbe
-from app.training.stacked_adam import EnvAdamState
+from app.training.stacked_adam import EnvAdamState, SavedAdamState
 
 EVAL_CHUNK = 2048
-# Devices with a fused Adam kernel. The host's step is dispatch-bound (about a thousand
-# parameters in a dozen tensors): one fused kernel per step instead of a handful of ops
-# per tensor cuts the optimizer's share of a CPU step from about a third to a tenth.
-_FUSED_ADAM_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
 
 
 @dataclass(frozen=True)
@@ -77,11 +72,6 @@ class EpochResult:
     signals: TrainingSignals
     rolled_back: bool
     duration_s: float
-
-
-def adam(params: list[torch.nn.Parameter], lr: float, device: torch.device) -> Optimizer:
-    """Adam, fused where the device has the kernel (same update, one kernel per step)."""
-    return Adam(params, lr, fused=device.type in _FUSED_ADAM_DEVICES)
 
 
 class HostEnvironment:
@@ -145,7 +135,7 @@ class HostEnvironment:
         self.host_optimizer = host_optimizer
         self.tracker = SignalTracker(self.tracker_config, env_id=self.env_id)
         self.governor = Governor(self.host)
-        self._seed_optimizer: Optimizer | None = None
+        self._seed_state: SavedAdamState | None = None
         self._optimized_seed: str | None = None
         self.governor.snapshot(optimizers=[host_optimizer])
         self.signals = None
@@ -166,15 +156,14 @@ class HostEnvironment:
         self.host.slot.begin_epoch(epoch)
         self.health.begin_epoch(epoch)
 
-    def seed_optimizer(self) -> Optimizer | None:
-        """The live seed's optimizer, fresh for every new seed; None without a seed."""
+    def seed_optimizer_state(self) -> SavedAdamState | None:
+        """The live seed's optimizer state, fresh for every new seed; None without a seed.
+        The batch steps the seeds stacked by blueprint and keeps each one's share here."""
         seed_id = self.host.slot.seed_id if self.host.seed_parameters() else None
         if seed_id != self._optimized_seed:
-            params = self.host.seed_parameters()
-            seed_lr = self.host_config.seed_lr
-            self._seed_optimizer = adam(params, seed_lr, self.device) if params else None
+            self._seed_state = None if seed_id is None else SavedAdamState()
             self._optimized_seed = seed_id
-        return self._seed_optimizer
+        return self._seed_state
 
     def finish_epoch(self, epoch: int, started: float, measured: EpochMeasurements) -> EpochResult:
         """Judge the trained epoch: roll back a catastrophe, else advance the seed
@@ -184,7 +173,7 @@ class HostEnvironment:
         rolled_back = self.governor.check(val_loss)
         if rolled_back:
             if self.governor.rollback():
-                self._seed_optimizer, self._optimized_seed = None, None
+                self._seed_state, self._optimized_seed = None, None
             val_loss, val_accuracy = self.evaluate()
         else:
             self.host.slot.step_epoch(val_accuracy, measured.counterfactual, epoch=epoch)
@@ -230,7 +219,7 @@ class HostEnvironment:
         return float(total_loss) / count, 100.0 * float(correct) / count
 
     def _optimizers(self) -> list[Restorable]:
-        seed = self.seed_optimizer()
+        seed = self.seed_optimizer_state()
         return [self.host_optimizer] if seed is None else [self.host_optimizer, seed]
 
     def _emit_epoch(self, epoch: int, duration: float, rolled_back: bool) -> None:

@@ -1,11 +1,11 @@
 """The environments of a batch trained in lockstep as one stacked host (Tolaria's loop).
 
 Every training step gathers each environment's next minibatch (each in its own data
-order), runs the stacked hosts once, backpropagates the sum of the environments' losses
-(their weights are disjoint, so each gets exactly its own gradient) and takes one
-optimizer step for all hosts, then one per live seed. Validation and the counterfactual
-are one batched pass each. Each environment then judges its own epoch (governor, seed
-lifecycle, tracker, events) under its own telemetry scope.
+order), runs the stacked hosts once (the live seeds stacked by blueprint), backpropagates
+the sum of the environments' losses (their weights are disjoint, so each gets exactly its
+own gradient) and takes one optimizer step for all hosts and one per seed blueprint.
+Validation and the counterfactual are one batched pass each. Each environment then judges
+its own epoch (governor, seed lifecycle, tracker, events) under its own telemetry scope.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch.nn.functional import cross_entropy
 
 from app.contracts.seeds import SeedState
 from app.model.stacked_hosts import StackedHosts
+from app.model.stacked_seeds import StackedSeeds
 from app.training.environment import EVAL_CHUNK, EpochMeasurements, EpochResult, HostEnvironment
 from app.training.stacked_adam import StackedAdam
 
@@ -65,10 +66,11 @@ class EnvironmentBatch:
         started = time.perf_counter()
         for env in self.envs:
             env.begin_epoch(epoch)
-        train_losses, train_accuracies = self._train_epoch(scope)
+        seeds = self.hosts.seeds()
+        train_losses, train_accuracies = self._train_epoch(seeds, scope)
         self.optimizer.decay_lr(self.host_config.lr_decay)
-        val_losses, val_accuracies = self._evaluate()
-        counterfactuals = self._counterfactuals()
+        val_losses, val_accuracies = self._evaluate(seeds)
+        counterfactuals = self._counterfactuals(seeds)
         results = []
         for index, env in enumerate(self.envs):
             measured = EpochMeasurements(
@@ -82,11 +84,11 @@ class EnvironmentBatch:
                 results.append(env.finish_epoch(epoch, started, measured))
         return results
 
-    def _train_epoch(self, scope: Scope) -> tuple[list[float], list[float]]:
+    def _train_epoch(self, seeds: StackedSeeds, scope: Scope) -> tuple[list[float], list[float]]:
         data, envs = self.dataset, self.envs
         for env in envs:
             env.host.train()
-        seed_optimizers = [o for o in (env.seed_optimizer() for env in envs) if o is not None]
+        seed_optimizers = self._seed_optimizers(seeds)
         # Each order comes from its environment's CPU generator whatever the device, so a
         # seed gives the same data order everywhere; moved once, the data only indexed.
         count = len(data.train_y)
@@ -96,7 +98,7 @@ class EnvironmentBatch:
         for index in torch.split(orders.to(self.device), self.host_config.batch_size, dim=1):
             # (B, N, C, H, W) flattens to the grouped layout without a copy.
             x, y = data.train_x[index.t()].flatten(1, 2), data.train_y[index]
-            output = self.hosts(x)
+            output = self.hosts(x, seeds)
             losses = (
                 cross_entropy(output.logits.flatten(0, 1), y.flatten(), reduction="none")
                 .view_as(y)
@@ -112,18 +114,41 @@ class EnvironmentBatch:
                     total = total + seed_loss
             probes = self._probes(seed_losses)
             self.optimizer.zero_grad()
-            for optimizer in seed_optimizers:
-                optimizer.zero_grad(set_to_none=True)
+            for optimizer, _ in seed_optimizers:
+                optimizer.zero_grad()
             torch.autograd.backward(total)
             if probes:
                 self._check_steps(probes, scope)
             self.optimizer.step()
-            for optimizer in seed_optimizers:
+            for optimizer, _ in seed_optimizers:
                 optimizer.step()
             total_loss += losses.detach() * y.shape[1]
             correct += (output.logits.argmax(2) == y).sum(1)
+        self._keep_seed_states(seed_optimizers)
         loss_sums, corrects = torch.stack([total_loss, correct]).tolist()
         return [s / count for s in loss_sums], [100.0 * c / count for c in corrects]
+
+    def _seed_optimizers(self, seeds: StackedSeeds) -> list[tuple[StackedAdam, list[int]]]:
+        """One optimizer per blueprint group for this pass, each member starting from its
+        seed's kept state."""
+        optimizers = []
+        for members, stack in seeds.stacks:
+            optimizer = StackedAdam(
+                stack.flat, stack.env_of, len(members), self.host_config.seed_lr
+            )
+            for row, env in enumerate(members):
+                state = self.envs[env].seed_optimizer_state()
+                assert state is not None
+                optimizer.env(row).load_state_dict(state.state_dict())
+            optimizers.append((optimizer, members))
+        return optimizers
+
+    def _keep_seed_states(self, optimizers: list[tuple[StackedAdam, list[int]]]) -> None:
+        for optimizer, members in optimizers:
+            for row, env in enumerate(members):
+                state = self.envs[env].seed_optimizer_state()
+                assert state is not None
+                state.load_state_dict(optimizer.env(row).state_dict())
 
     def _probes(self, seed_losses: list[Tensor | None]) -> list[_Probe]:
         """The environments whose step is sampled for the health checks, each with its
@@ -143,7 +168,7 @@ class EnvironmentBatch:
                 self.envs[index].health.check_step(norm, probe, state)
 
     @torch.inference_mode()
-    def _evaluate(self) -> tuple[list[float], list[float]]:
+    def _evaluate(self, seeds: StackedSeeds) -> tuple[list[float], list[float]]:
         """Validation loss and accuracy of every environment's host, seeds as they are."""
         data, envs = self.dataset, len(self.envs)
         for env in self.envs:
@@ -154,7 +179,7 @@ class EnvironmentBatch:
             torch.split(data.val_x, EVAL_CHUNK), torch.split(data.val_y, EVAL_CHUNK), strict=True
         )
         for x, y in chunks:
-            logits = self.hosts(self.hosts.grouped_input(x), seed_paths=False).logits
+            logits = self.hosts(self.hosts.grouped_input(x), seeds, seed_paths=False).logits
             total_loss += (
                 cross_entropy(logits.flatten(0, 1), y.repeat(envs), reduction="none")
                 .view(envs, -1)
@@ -165,7 +190,7 @@ class EnvironmentBatch:
         loss_sums, corrects = torch.stack([total_loss, correct]).tolist()
         return [s / count for s in loss_sums], [100.0 * c / count for c in corrects]
 
-    def _counterfactuals(self) -> list[float | None]:
+    def _counterfactuals(self, seeds: StackedSeeds) -> list[float | None]:
         """Validation accuracy with the seed disabled, for the environments whose seed's
         lifecycle needs it (one batched pass with every seed disabled)."""
         measured = [env.slot.measures_counterfactual for env in self.envs]
@@ -174,5 +199,5 @@ class EnvironmentBatch:
         with ExitStack() as stack:
             for env in self.envs:
                 stack.enter_context(env.host.seed_disabled())
-            _, accuracies = self._evaluate()
+            _, accuracies = self._evaluate(seeds)
         return [a if m else None for a, m in zip(accuracies, measured, strict=True)]

@@ -100,8 +100,30 @@ class EnvAdamState:
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict`; an empty one leaves the environment fresh (no step
+        taken yet, moments zero) at the optimizer's current rate."""
         optimizer, rows = self._optimizer, self._rows
+        if not state:
+            optimizer.steps[self._env] = 0
+            optimizer.exp_avg.index_fill_(0, rows, 0.0)
+            optimizer.exp_avg_sq.index_fill_(0, rows, 0.0)
+            return
         optimizer.steps[self._env] = state["step"]
         optimizer.lrs[self._env] = state["lr"]
         optimizer.exp_avg.index_copy_(0, rows, state["exp_avg"])
         optimizer.exp_avg_sq.index_copy_(0, rows, state["exp_avg_sq"])
+
+
+class SavedAdamState:
+    """One environment's share of a `StackedAdam`, kept between the optimizers that hold
+    it: a seed's stacked optimizer lives for one training pass (the seeds are regrouped
+    every epoch), its moments, step count and rate for the seed's life. Empty: fresh."""
+
+    def __init__(self) -> None:
+        self._state: dict[str, Any] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self._state)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._state = dict(state_dict)

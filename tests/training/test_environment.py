@@ -4,39 +4,10 @@ from __future__ import annotations
 
 import torch
 from helpers import train_alone
-from torch.nn.functional import cross_entropy
-from torch.optim import Adam, Optimizer
 
-from app.model.host import HostCNN
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
-from app.training.environment import HostEnvironment, adam
-
-
-def _train(dataset: Dataset, make_optimizer: type[Optimizer] | None) -> torch.Tensor:
-    """The validation logits after one epoch of the default host with minibatches of the
-    default size. (Not the weights: a conv bias before GroupNorm has no effect and a
-    gradient of rounding noise, which Adam scales up to full steps of either sign.)"""
-    torch.manual_seed(0)
-    host = HostCNN(dataset.in_channels, dataset.num_classes, dataset.image_size, 16, 4)
-    params = list(host.parameters())
-    optimizer = (
-        adam(params, 0.03, torch.device("cpu"))
-        if make_optimizer is None
-        else make_optimizer(params, 0.03, foreach=False)
-    )
-    order = torch.randperm(len(dataset.train_y), generator=torch.Generator().manual_seed(1))
-    for index in order.split(16):
-        loss = cross_entropy(host(dataset.train_x[index]).logits, dataset.train_y[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    with torch.inference_mode():
-        return host(dataset.val_x).logits
-
-
-def test_the_hosts_adam_follows_the_per_tensor_adam(synthetic: Dataset) -> None:
-    torch.testing.assert_close(_train(synthetic, None), _train(synthetic, Adam))
+from app.training.environment import HostEnvironment
 
 
 def test_the_same_data_seed_gives_the_same_epochs(synthetic: Dataset) -> None:

@@ -130,19 +130,18 @@ def nan_rewards(dataset: Dataset, config: RunConfig) -> None:
         _train(replace(config, controller="ppo", episodes=config.envs), dataset)
 
 
-def _leaky_isolated(self: SeedSlot, h: Tensor) -> Tensor | None:
-    """SeedSlot.isolated without the detach: the seed's loss reaches the host."""
+def _leaky_input(self: SeedSlot, h: Tensor) -> Tensor | None:
+    """SeedSlot.isolated_input without the detach: the seed's loss reaches the host."""
     if self.seed is None or self.stage != SeedStage.TRAINING:
         return None
-    contribution: Tensor = self.seed(h)
-    return h + contribution
+    return h
 
 
 def leaky_isolation(dataset: Dataset, config: RunConfig) -> None:
     """A seed trained on activations that are not detached from the host (a broken
     isolation, as in tests/training/test_health.py), through one TRAINING epoch."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(SeedSlot, "isolated", _leaky_isolated)
+        patch.setattr(SeedSlot, "isolated_input", _leaky_input)
         env = _environment(config, dataset)
         run_epoch = train_alone(env)
         run_epoch(1)

@@ -64,24 +64,24 @@ def health_events(events: EventRecorder) -> list[Any]:
 # --- ISOLATION_VIOLATION -------------------------------------------------------------------
 
 
-def _leaky_isolated(self: SeedSlot, h: Tensor) -> Tensor | None:
-    """SeedSlot.isolated without the detach: the seed's loss reaches block1 and block2."""
+def _leaky_input(self: SeedSlot, h: Tensor) -> Tensor | None:
+    """SeedSlot.isolated_input without the detach: the seed's loss reaches block1 and
+    block2."""
     if self.seed is None or self.stage != SeedStage.TRAINING:
         return None
-    contribution: Tensor = self.seed(h)
-    return h + contribution
+    return h
 
 
 def _live_head(self: StackedHosts, z: Tensor, weights: dict[str, Tensor]) -> Tensor:
     """StackedHosts._frozen_head with the live head weights: the seed's loss reaches the
     heads."""
-    return self._grouped(self.hosts[0].head, z, weights, "head.")
+    return self._head(z, weights)
 
 
 @pytest.mark.parametrize(
     ("target", "name", "replacement", "prefix"),
     [
-        (SeedSlot, "isolated", _leaky_isolated, "block"),
+        (SeedSlot, "isolated_input", _leaky_input, "block"),
         (StackedHosts, "_frozen_head", _live_head, "head."),
     ],
     ids=["activations-not-detached", "head-not-detached"],
@@ -237,9 +237,9 @@ def test_accuracy_collapse_after_fossilization_is_reported_once(
     env.governor = Governor(env.host, spike_factor=1e9)
     env.governor.snapshot()
     env.host_optimizer.lr = 0.0
-    seed_optimizer = env.seed_optimizer()
-    for group in [] if seed_optimizer is None else seed_optimizer.param_groups:
-        group["lr"] = 0.0
+    seed_state = env.seed_optimizer_state()
+    assert seed_state is not None and seed_state.state_dict(), "the seed never trained"
+    seed_state.load_state_dict({**seed_state.state_dict(), "lr": 0.0})
     with torch.no_grad():
         linear = env.host.head[-1]
         linear.weight.copy_(linear.weight.roll(1, dims=0))

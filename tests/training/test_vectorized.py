@@ -18,6 +18,7 @@ from app.contracts.actions import BLUEPRINTS, Action
 from app.contracts.events import EventType, Severity, TelemetryEvent, TelemetryLevel
 from app.contracts.stages import SeedStage
 from app.model.host import SLOT_ID
+from app.model.stacked_seeds import StackedSeeds
 from app.rl.anomaly import Anomaly, AnomalyThresholds
 from app.rl.ppo_statistics import LAYER_STAT_NAMES
 from app.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -338,8 +339,10 @@ def _run_with_rollback(
     original = EnvironmentBatch._train_epoch
     corrupted: list[str] = []
 
-    def train_then_corrupt(batch: EnvironmentBatch, scope: Scope) -> tuple[list[float], ...]:
-        result = original(batch, scope)
+    def train_then_corrupt(
+        batch: EnvironmentBatch, seeds: StackedSeeds, scope: Scope
+    ) -> tuple[list[float], ...]:
+        result = original(batch, seeds, scope)
         if env.slot.is_active and not corrupted:
             corrupted.append(str(env.slot.seed_id))
             with torch.no_grad():

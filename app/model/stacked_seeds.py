@@ -1,0 +1,109 @@
+"""The live seeds of a batch, stacked by blueprint, for one training pass.
+
+Seeds differ per environment (blueprint, stage, present or not), so they cannot share the
+hosts' block-diagonal network; but the seeds of one blueprint share an architecture. At
+the start of a pass the seeds are grouped by blueprint and each group's weights become
+one parameter (`ParameterStack`); a step runs each group once in grouped layout
+(`apply_grouped`: one grouped convolution for all members), not once per environment.
+Seeds only change between epochs (the controller acts, the lifecycle advances), so the
+groups hold for the whole pass.
+
+What each environment's slot does with its seed's output is still the slot's: a
+contributing seed is blended into the host's activations with its alpha, a TRAINING seed
+learns on detached activations (`SeedSlot.isolated_input`), a disabled slot runs none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from app.model.grouped import apply_grouped
+from app.model.parameter_stack import ParameterStack
+from app.model.slot import SeedSlot
+
+
+@dataclass(frozen=True)
+class SeedOutputs:
+    """Per environment: the slot's output for the host (its activations, blended with a
+    contributing seed), and a TRAINING seed's isolated path (None otherwise)."""
+
+    mixed: list[Tensor]
+    isolated: list[Tensor | None]
+
+
+class _Group:
+    """The seeds of one blueprint: `members` are environment indices."""
+
+    def __init__(self, members: list[int], seeds: list[nn.Module]) -> None:
+        self.members = members
+        self.template = seeds[0]
+        self.stack = ParameterStack(seeds)
+
+    def run(self, inputs: list[Tensor | None]) -> list[Tensor | None]:
+        """Each member's seed on its input (None: the member's seed does not run)."""
+        active = [k for k, x in enumerate(inputs) if x is not None]
+        outputs: list[Tensor | None] = [None] * len(inputs)
+        if not active:
+            return outputs
+        weights = self.stack.weights()
+        if len(active) < len(inputs):
+            rows = torch.tensor(active, device=self.stack.flat.device)
+            weights = {name: w.index_select(0, rows) for name, w in weights.items()}
+        x = torch.stack([inputs[k] for k in active], dim=1)  # type: ignore[misc]
+        y = apply_grouped(self.template, x.flatten(1, 2), weights, len(active))
+        for k, out in zip(active, y.view(x.shape).unbind(1), strict=True):
+            outputs[k] = out
+        return outputs
+
+
+class StackedSeeds:
+    """The seeds in `slots` (one slot per environment), grouped by blueprint."""
+
+    def __init__(self, slots: Sequence[SeedSlot]) -> None:
+        self.slots = list(slots)
+        by_blueprint: dict[str, list[int]] = {}
+        for index, slot in enumerate(slots):
+            blueprint = slot.state.blueprint_id
+            if slot.seed is not None and blueprint is not None:
+                by_blueprint.setdefault(blueprint, []).append(index)
+        self.groups = [
+            _Group(members, [self._seed(i) for i in members]) for members in by_blueprint.values()
+        ]
+
+    @property
+    def stacks(self) -> list[tuple[list[int], ParameterStack]]:
+        """Each group's environments and stacked weights, for its optimizer."""
+        return [(group.members, group.stack) for group in self.groups]
+
+    def __call__(self, parts: Sequence[Tensor], isolate: bool) -> SeedOutputs:
+        """The slots applied to each environment's activations `parts`; `isolate`: also
+        run the TRAINING seeds' isolated paths."""
+        mixed = list(parts)
+        isolated: list[Tensor | None] = [None] * len(parts)
+        for group in self.groups:
+            inputs = [self._input(i, parts[i], isolate) for i in group.members]
+            outputs = group.run(inputs)
+            for env, x, y in zip(group.members, inputs, outputs, strict=True):
+                if x is None or y is None:
+                    continue
+                slot = self.slots[env]
+                if slot.blends:
+                    mixed[env] = slot.blend(parts[env], y)
+                else:
+                    isolated[env] = x + y
+        return SeedOutputs(mixed, isolated)
+
+    def _input(self, env: int, h: Tensor, isolate: bool) -> Tensor | None:
+        slot = self.slots[env]
+        if slot.blends:
+            return h
+        return slot.isolated_input(h) if isolate else None
+
+    def _seed(self, env: int) -> nn.Module:
+        seed = self.slots[env].seed
+        assert seed is not None
+        return seed
