@@ -71,6 +71,32 @@ def plain_rate(config: RunConfig, dataset: Dataset) -> float:
     return config.envs * config.max_epochs / (time.perf_counter() - started)
 
 
+def compare(envs: int, max_epochs: int, rounds: int, threads: int) -> None:
+    """Measure both loops, interleaved, and print the table."""
+    torch.set_num_threads(threads)
+    config = replace(
+        RunConfig(),
+        envs=envs,
+        episodes=envs,
+        max_epochs=max_epochs,
+        telemetry_level=TelemetryLevel.OFF,
+    )
+    dataset = load_dataset(config.dataset, seed=config.seed)
+    trainer, plain = [], []
+    for _ in range(rounds):
+        trainer.append(trainer_rate(config, dataset))
+        plain.append(plain_rate(config, dataset))
+    print(
+        f"{config.dataset}, {config.envs} envs x {config.max_epochs} epochs, "
+        f"{threads} thread(s), median of {rounds} rounds"
+    )
+    print(f"{'loop':<22} {'host-epochs/s':>14} {'ms/host-epoch':>14}")
+    for name, rates in (("VectorizedTrainer", trainer), ("plain PyTorch loop", plain)):
+        rate = median(rates)
+        print(f"{name:<22} {rate:14.2f} {1000 / rate:14.1f}")
+    print(f"{'trainer / plain':<22} {median(trainer) / median(plain):14.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -78,28 +104,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    config = replace(
-        RunConfig(),
-        envs=args.envs,
-        episodes=args.envs,
-        max_epochs=args.max_epochs,
-        telemetry_level=TelemetryLevel.OFF,
-    )
-    dataset = load_dataset(config.dataset, seed=config.seed)
-    trainer, plain = [], []
-    for _ in range(args.rounds):
-        trainer.append(trainer_rate(config, dataset))
-        plain.append(plain_rate(config, dataset))
-    print(
-        f"{config.dataset}, {config.envs} envs x {config.max_epochs} epochs, "
-        f"{args.threads} thread(s), median of {args.rounds} rounds"
-    )
-    print(f"{'loop':<22} {'host-epochs/s':>14} {'ms/host-epoch':>14}")
-    for name, rates in (("VectorizedTrainer", trainer), ("plain PyTorch loop", plain)):
-        rate = median(rates)
-        print(f"{name:<22} {rate:14.2f} {1000 / rate:14.1f}")
-    print(f"{'trainer / plain':<22} {median(trainer) / median(plain):14.2f}")
+    compare(args.envs, args.max_epochs, args.rounds, args.threads)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
-"""What each telemetry event costs the training thread, per sink and for the hub in total.
+"""The training loop's speed against a plain PyTorch loop, then what each telemetry event
+costs the training thread, per sink and for the hub in total.
 
-One real short training run (`VectorizedTrainer`, synthetic dataset) with every sink of
-`esper train` on: the JSONL log in a temporary directory, the console (compact, or
-verbose with `--verbose`) writing to /dev/null, and the OpenTelemetry sink of a real
-`configure_opentelemetry` session exporting over OTLP/gRPC to the test suite's receiver,
-which decodes every request. The receiver runs in this script's process and the training
-in a child, as a collector runs beside a real run. What each sink costs the training
-thread (its `capture`, or its `emit` if it is not a deferred sink) and the hub's whole
-`emit` are timed in the same run, so the columns compare side by side; the hub's figure
-includes its own lock and bookkeeping. The last columns time each sink's `deliver` on the
-hub's delivery thread, which the training thread does not wait for.
+First the host-epochs per second of the trainer and of a plain per-env loop over the
+same hosts, measured side by side (loop_throughput.py, default configuration, `--loop-
+epochs` per episode, telemetry off). Then one real short training run
+(`VectorizedTrainer`, synthetic dataset) with every sink of `esper train` on: the JSONL
+log in a temporary directory, the console (compact, or verbose with `--verbose`) writing
+to /dev/null, and the OpenTelemetry sink of a real `configure_opentelemetry` session
+exporting over OTLP/gRPC to the test suite's receiver, which decodes every request. The
+receiver runs in this script's process and the training in a child, as a collector runs
+beside a real run. What each sink costs the training thread (its `capture`, or its
+`emit` if it is not a deferred sink) and the hub's whole `emit` are timed in the same
+run, so the columns compare side by side; the hub's figure includes its own lock and
+bookkeeping. The last columns time each sink's `deliver` on the hub's delivery thread,
+which the training thread does not wait for.
 
     python benchmarks/throughput.py --episodes 16 --envs 4 --max-epochs 20
 """
@@ -33,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "otel"))  # the suite's OTLP receiver
 
 import torch  # noqa: E402
+from loop_throughput import compare  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 from receivers import GrpcReceiver  # noqa: E402
 
@@ -216,11 +221,17 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--level", choices=["minimal", "normal", "debug"], default="debug")
     parser.add_argument("--verbose", action="store_true", help="verbose console lines")
+    parser.add_argument(
+        "--loop-epochs", type=int, default=25, help="epochs per episode of the loop comparison"
+    )
+    parser.add_argument("--loop-rounds", type=int, default=3)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.endpoint is not None:
         child(args)
         return
+    compare(RunConfig.envs, args.loop_epochs, args.loop_rounds, threads=1)
+    print()
     # The receiver decodes every request; in the training process it would take the GIL
     # from the thread being measured, which a real collector never does.
     receiver = GrpcReceiver().start()
