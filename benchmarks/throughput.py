@@ -2,8 +2,8 @@
 costs the training thread, per sink and for the hub in total.
 
 First the host-epochs per second of the trainer and of a plain per-env loop over the
-same hosts, measured side by side (loop_throughput.py, default configuration, `--loop-
-epochs` per episode, telemetry off). Then one real short training run
+same hosts, measured side by side (loop_throughput.py, default configuration,
+`--loop-epochs` per episode, telemetry off). Then one real short training run
 (`VectorizedTrainer`, synthetic dataset) with every sink of `esper train` on: the JSONL
 log in a temporary directory, the console (compact, or verbose with `--verbose`) writing
 to /dev/null, and the OpenTelemetry sink of a real `configure_opentelemetry` session
