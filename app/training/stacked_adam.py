@@ -13,10 +13,34 @@ rollback, those are plain numbers and the step needs no per-environment tensors.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+
+@dataclass
+class _Mirror:
+    """Per-environment step counts and rates on the device, and their host values."""
+
+    steps_t: Tensor
+    lrs_t: Tensor
+    steps: list[int]
+    lrs: list[float]
+
+    @classmethod
+    def of(cls, steps: list[int], lrs: list[float], like: Tensor) -> _Mirror:
+        values = torch.tensor([steps, lrs], dtype=like.dtype).to(like.device)
+        return cls(values[0], values[1], list(steps), list(lrs))
+
+    def follows(self, steps: list[int], lrs: list[float]) -> bool:
+        """Whether `steps` and `lrs` are these after one more step."""
+        return lrs == self.lrs and steps == [step + 1 for step in self.steps]
+
+    def advance(self) -> None:
+        self.steps_t.add_(1)
+        self.steps = [step + 1 for step in self.steps]
 
 
 class StackedAdam:
@@ -39,6 +63,7 @@ class StackedAdam:
         self.lrs = [lr] * envs
         self.exp_avg = torch.zeros_like(param, memory_format=torch.preserve_format)
         self.exp_avg_sq = torch.zeros_like(param, memory_format=torch.preserve_format)
+        self._mirror: _Mirror | None = None
 
     def zero_grad(self) -> None:
         self.param.grad = None
@@ -56,16 +81,32 @@ class StackedAdam:
         self.steps = [step + 1 for step in self.steps]
         self.exp_avg.lerp_(grad, 1 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step_sizes = [lr / (1 - beta1**t) for lr, t in zip(self.lrs, self.steps, strict=True)]
-        roots = [math.sqrt(1 - beta2**t) for t in self.steps]
-        if len(set(step_sizes)) == 1 and len(set(roots)) == 1:
-            denom = (self.exp_avg_sq.sqrt() / roots[0]).add_(self.eps)
-            self.param.addcdiv_(self.exp_avg, denom, value=-step_sizes[0])
+        if len(set(self.steps)) == 1 and len(set(self.lrs)) == 1:
+            self._mirror = None
+            step, lr = self.steps[0], self.lrs[0]
+            denom = (self.exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(self.eps)
+            self.param.addcdiv_(self.exp_avg, denom, value=-lr / (1 - beta1**step))
             return
-        per_env = torch.tensor([step_sizes, roots], dtype=grad.dtype).to(grad.device)
-        step_size, root = per_env[:, self.env_of]
+        step_size, root = self._per_position_factors()
         denom = (self.exp_avg_sq.sqrt() / root).add_(self.eps)
         self.param.addcdiv_(self.exp_avg * step_size, denom, value=-1)
+
+    def _per_position_factors(self) -> tuple[Tensor, Tensor]:
+        """Adam's step size and bias-correction root for every position of `param`.
+
+        The step counts and rates are mirrored on the device, so that a step costs no
+        transfer from the host (on CUDA, a copy from pageable memory waits for the
+        device): copied when they changed other than by a step, advanced there otherwise.
+        """
+        beta1, beta2 = self.betas
+        mirror = self._mirror
+        if mirror is not None and mirror.follows(self.steps, self.lrs):
+            mirror.advance()
+        else:
+            mirror = self._mirror = _Mirror.of(self.steps, self.lrs, self.param)
+        step_size = mirror.lrs_t / (1 - beta1**mirror.steps_t)
+        root = torch.sqrt(1 - beta2**mirror.steps_t)
+        return step_size[self.env_of], root[self.env_of]
 
     def env(self, env: int) -> EnvAdamState:
         """Environment `env`'s share of the optimizer, for a snapshot and a rollback."""
