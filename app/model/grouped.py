@@ -7,10 +7,11 @@ the groups, and a linear layer as one batched matrix product. `weights` holds ea
 parameter as (N, *shape) under the module's own parameter names (a `ParameterStack`).
 This covers the host's blocks and every seed blueprint; anything else is refused.
 
-Layout: a channels-last input stays channels-last (oneDNN's grouped convolution and max
-pooling are several times faster so on small feature maps), except through GroupNorm,
-whose CPU kernel is faster on contiguous NCHW and gets a copy in that layout (an epoch of
-four digits hosts took about 30% less than all NCHW; benchmarks/loop_throughput.py).
+Layout: convolutions and max pooling get their input channels-last (oneDNN's grouped
+convolution and max pooling are several times faster so on small feature maps), GroupNorm
+gets contiguous NCHW (its CPU kernel is faster so); each converts only what it is handed
+in the other layout. An epoch of four digits hosts took about 30% less than all NCHW
+(benchmarks/loop_throughput.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch.nn import functional
 from app.model.blueprints import ChannelAttention
 
 # Modules applied to the grouped layout as they are: they act on each channel alone.
-_CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
+_CHANNELWISE = (nn.ReLU, nn.AdaptiveAvgPool2d)
 
 
 def apply_grouped(
@@ -37,7 +38,7 @@ def apply_grouped(
     if isinstance(module, nn.Conv2d):
         bias = weights[prefix + "bias"].flatten() if module.bias is not None else None
         return functional.conv2d(
-            z,
+            z.contiguous(memory_format=torch.channels_last),
             weights[prefix + "weight"].flatten(0, 1),
             bias,
             module.stride,
@@ -55,6 +56,9 @@ def apply_grouped(
         return z * torch.tanh(gate)[:, :, None, None]
     if isinstance(module, nn.Flatten):
         return z.flatten(1)
+    if isinstance(module, nn.MaxPool2d):
+        pooled: Tensor = module(z.contiguous(memory_format=torch.channels_last))
+        return pooled
     if isinstance(module, _CHANNELWISE):
         out: Tensor = module(z)
         return out
@@ -64,15 +68,13 @@ def apply_grouped(
 def _group_norm(
     module: nn.GroupNorm, z: Tensor, weights: dict[str, Tensor], n: int, prefix: str
 ) -> Tensor:
-    channels_last = not z.is_contiguous()
-    out = functional.group_norm(
+    return functional.group_norm(
         z.contiguous(),
         module.num_groups * n,
         weights[prefix + "weight"].flatten() if module.affine else None,
         weights[prefix + "bias"].flatten() if module.affine else None,
         module.eps,
     )
-    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
 def _linear(

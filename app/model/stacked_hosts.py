@@ -73,7 +73,6 @@ class StackedHosts(nn.Module):
         the hosts' seeds (`seeds()`, unchanged since). `seed_paths`: also run the isolated
         paths of TRAINING seeds (training needs them, evaluation does not)."""
         weights = self.stack.weights()
-        x = x.contiguous(memory_format=torch.channels_last)
         template = self.hosts[0]
         h = apply_grouped(template.block1, x, weights, self.envs, "block1.")
         h = apply_grouped(template.block2, h, weights, self.envs, "block2.")
