@@ -4,7 +4,7 @@ A host step is dispatch-bound: a few hundred parameters in a dozen tensors, so e
 operator costs its fixed overhead however small the tensors. Stacking the environments'
 hosts turns N small convolutions into one grouped convolution (`groups=N`), N GroupNorms
 into one with N times the groups and N linear heads into one batched matrix product, so a
-lockstep step costs about what one host's step costs.
+lockstep step costs a fraction of N separate steps (benchmarks/loop_throughput.py).
 
 All host weights live in one flat parameter (`ParameterStack`), so each tensor reshapes
 to its grouped form as a view and one optimizer step updates every environment; each
