@@ -55,15 +55,6 @@ class StackedHosts(nn.Module):
         self.envs = len(hosts)
         self.stack = ParameterStack(hosts)
 
-    @property
-    def flat(self) -> nn.Parameter:
-        """Every host weight, for the optimizer."""
-        return self.stack.flat
-
-    @property
-    def env_of(self) -> Tensor:
-        return self.stack.env_of
-
     def seeds(self) -> StackedSeeds:
         """The hosts' current seeds, stacked for a training pass."""
         return StackedSeeds([host.slot for host in self.hosts])
@@ -105,16 +96,16 @@ class StackedHosts(nn.Module):
     @torch.no_grad()
     def grad_norms(self) -> Tensor | None:
         """Each environment's host gradient norm, (N,), or None before any backward."""
-        grad = self.flat.grad
+        grad = self.stack.flat.grad
         if grad is None:
             return None
         squares = torch.zeros(self.envs, device=grad.device, dtype=grad.dtype)
-        return squares.index_add_(0, self.env_of, grad.square()).sqrt()
+        return squares.index_add_(0, self.stack.env_of, grad.square()).sqrt()
 
     def leaked(self, env: int, loss: Tensor) -> tuple[Tensor, list[str]] | None:
         """Per-parameter norms of the gradient `loss` puts into environment `env`'s host
         weights, and the parameters' names; None when `loss` cannot reach them."""
-        (grad,) = torch.autograd.grad(loss, [self.flat], allow_unused=True, retain_graph=True)
+        (grad,) = torch.autograd.grad(loss, [self.stack.flat], allow_unused=True, retain_graph=True)
         if grad is None:
             return None
         rows = self.stack.weights(grad.detach())

@@ -23,7 +23,7 @@ from app.contracts.seeds import SeedState
 from app.model.stacked_hosts import StackedHosts
 from app.model.stacked_seeds import StackedSeeds
 from app.training.environment import EVAL_CHUNK, EpochMeasurements, EpochResult, HostEnvironment
-from app.training.stacked_adam import StackedAdam
+from app.training.stacked_adam import EnvAdamState, SavedAdamState, StackedAdam
 
 # Enters environment i's telemetry scope (e.g. its epoch span), so that the events it
 # raises land there.
@@ -54,9 +54,7 @@ class EnvironmentBatch:
         """A new episode in every environment: fresh hosts, stacked, and a fresh optimizer."""
         built = [env.build_host() for env in self.envs]
         self.hosts = StackedHosts(built)
-        self.optimizer = StackedAdam(
-            self.hosts.flat, self.hosts.env_of, len(built), self.host_config.lr
-        )
+        self.optimizer = StackedAdam(self.hosts.stack, self.host_config.lr)
         for index, (env, host) in enumerate(zip(self.envs, built, strict=True)):
             env.reset(host, self.optimizer.env(index), partial(self.hosts.leaked, index))
 
@@ -88,7 +86,7 @@ class EnvironmentBatch:
         data, envs = self.dataset, self.envs
         for env in envs:
             env.host.train()
-        seed_optimizers = self._seed_optimizers(seeds)
+        seed_optimizers, seed_shares = self._seed_optimizers(seeds)
         # Each order comes from its environment's CPU generator whatever the device, so a
         # seed gives the same data order everywhere; moved once, the data only indexed.
         count = len(data.train_y)
@@ -114,41 +112,37 @@ class EnvironmentBatch:
                     total = total + seed_loss
             probes = self._probes(seed_losses)
             self.optimizer.zero_grad()
-            for optimizer, _ in seed_optimizers:
+            for optimizer in seed_optimizers:
                 optimizer.zero_grad()
             torch.autograd.backward(total)
             if probes:
                 self._check_steps(probes, scope)
             self.optimizer.step()
-            for optimizer, _ in seed_optimizers:
+            for optimizer in seed_optimizers:
                 optimizer.step()
             total_loss += losses.detach() * y.shape[1]
             correct += (output.logits.argmax(2) == y).sum(1)
-        self._keep_seed_states(seed_optimizers)
+        for share, kept in seed_shares:
+            kept.load_state_dict(share.state_dict())
         loss_sums, corrects = torch.stack([total_loss, correct]).tolist()
         return [s / count for s in loss_sums], [100.0 * c / count for c in corrects]
 
-    def _seed_optimizers(self, seeds: StackedSeeds) -> list[tuple[StackedAdam, list[int]]]:
-        """One optimizer per blueprint group for this pass, each member starting from its
-        seed's kept state."""
-        optimizers = []
+    def _seed_optimizers(
+        self, seeds: StackedSeeds
+    ) -> tuple[list[StackedAdam], list[tuple[EnvAdamState, SavedAdamState]]]:
+        """One optimizer per blueprint group for this pass, each member's share starting
+        from its seed's kept state; and each share with the state it goes back to."""
+        optimizers, shares = [], []
         for members, stack in seeds.stacks:
-            optimizer = StackedAdam(
-                stack.flat, stack.env_of, len(members), self.host_config.seed_lr
-            )
+            optimizer = StackedAdam(stack, self.host_config.seed_lr)
             for row, env in enumerate(members):
-                state = self.envs[env].seed_optimizer_state()
-                assert state is not None
-                optimizer.env(row).load_state_dict(state.state_dict())
-            optimizers.append((optimizer, members))
-        return optimizers
-
-    def _keep_seed_states(self, optimizers: list[tuple[StackedAdam, list[int]]]) -> None:
-        for optimizer, members in optimizers:
-            for row, env in enumerate(members):
-                state = self.envs[env].seed_optimizer_state()
-                assert state is not None
-                state.load_state_dict(optimizer.env(row).state_dict())
+                kept = self.envs[env].seed_optimizer_state()
+                assert kept is not None
+                share = optimizer.env(row)
+                share.load_state_dict(kept.state_dict())
+                shares.append((share, kept))
+            optimizers.append(optimizer)
+        return optimizers, shares
 
     def _probes(self, seed_losses: list[Tensor | None]) -> list[_Probe]:
         """The environments whose step is sampled for the health checks, each with its

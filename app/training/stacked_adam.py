@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from app.model.parameter_stack import ParameterStack
+
 
 @dataclass
 class _Mirror:
@@ -44,25 +46,23 @@ class _Mirror:
 
 
 class StackedAdam:
-    """Adam on `param` (flat), whose positions belong to environments as `env_of` says."""
+    """Adam on a `ParameterStack`'s flat parameter, one share per stacked module."""
 
     def __init__(
         self,
-        param: Tensor,
-        env_of: Tensor,
-        envs: int,
+        stack: ParameterStack,
         lr: float,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ) -> None:
-        self.param = param
-        self.env_of = env_of
+        self.param = stack.flat
+        self.env_of = stack.env_of
         self.betas = betas
         self.eps = eps
-        self.steps = [0] * envs
-        self.lrs = [lr] * envs
-        self.exp_avg = torch.zeros_like(param, memory_format=torch.preserve_format)
-        self.exp_avg_sq = torch.zeros_like(param, memory_format=torch.preserve_format)
+        self.steps = [0] * stack.count
+        self.lrs = [lr] * stack.count
+        self.exp_avg = torch.zeros_like(stack.flat, memory_format=torch.preserve_format)
+        self.exp_avg_sq = torch.zeros_like(stack.flat, memory_format=torch.preserve_format)
         self._mirror: _Mirror | None = None
 
     def zero_grad(self) -> None:

@@ -24,12 +24,14 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 from helpers import count_host_reads
+from torch import nn
 from torch.nn.functional import cross_entropy
 from torch.optim import Adam
 from torch.optim.lr_scheduler import ExponentialLR
 
 from app.contracts.stages import SeedStage
 from app.model.host import HostCNN
+from app.model.parameter_stack import ParameterStack
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import HostEnvironment
@@ -215,16 +217,20 @@ def test_stacked_adam_follows_torch_adam_per_environment_through_a_rollback() ->
     start = torch.randn(envs, size)
     gradients = [torch.randn(envs, size) for _ in range(10)]
 
-    flat = start.t().reshape(-1).clone().requires_grad_()  # parameter-major layout
-    env_of = torch.arange(envs).repeat(size)
-    stacked = StackedAdam(flat, env_of, envs, lr=0.1)
+    modules = [nn.Linear(size, 1, bias=False) for _ in range(envs)]
+    with torch.no_grad():
+        for module, row in zip(modules, start, strict=True):
+            module.weight.copy_(row)
+    stack = ParameterStack(modules)
+    flat = stack.flat
+    stacked = StackedAdam(stack, lr=0.1)
     params = [start[i].clone().requires_grad_() for i in range(envs)]
     adams = [Adam([p], lr=0.1, foreach=False) for p in params]
     schedules = [ExponentialLR(adam, 0.5) for adam in adams]
 
     saved_stacked = saved_torch = saved_weights = None
     for step, grad in enumerate(gradients):
-        flat.grad = grad.t().reshape(-1).clone()
+        flat.grad = grad.reshape(-1).clone()
         stacked.step()
         for p, adam, g in zip(params, adams, grad, strict=True):
             p.grad = g.clone()
@@ -243,9 +249,9 @@ def test_stacked_adam_follows_torch_adam_per_environment_through_a_rollback() ->
             adams[1].load_state_dict(saved_torch)
             with torch.no_grad():
                 params[1].copy_(saved_weights)
-                flat.view(size, envs)[:, 1] = saved_weights
+                flat.view(envs, size)[1] = saved_weights
     assert stacked.steps == [10, 7] and stacked.lrs[1] == pytest.approx(0.1 * 0.5**3)
-    expected = torch.stack([p.detach() for p in params]).t().reshape(-1)
+    expected = torch.stack([p.detach() for p in params]).reshape(-1)
     torch.testing.assert_close(flat.detach(), expected)
 
 
