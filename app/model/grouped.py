@@ -75,9 +75,9 @@ def _relu_before_pool(children: list[nn.Module], index: int) -> bool:
     pooling first. The two commute exactly, gradients included: ReLU keeps positive values
     as they are, so a window's positive maximum comes from the same position either way,
     and a window whose maximum is not positive passes no gradient either way. The ReLU
-    then sees a quarter of the values, in one layout: after the GroupNorm, its backward
+    then sees only the pooled values, in one layout: after the GroupNorm, its backward
     got the pooling's channels-last gradient against its own NCHW output, a slow strided
-    kernel that cost a fifth of a stacked host step (benchmarks/loop_throughput.py)."""
+    kernel that took a fifth of a stacked host step under torch.profiler."""
     return (
         0 <= index < len(children) - 1
         and isinstance(children[index], nn.ReLU)
