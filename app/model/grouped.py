@@ -32,13 +32,8 @@ def apply_grouped(
     """`module` (a Sequential of supported layers, or one of them) applied to the n
     copies' groups of `z`; its parameters are `weights[prefix + name]`."""
     if isinstance(module, nn.Sequential):
-        children = list(module)
-        for index, child in enumerate(children):
-            if _relu_before_pool(children, index):
-                continue
+        for index, child in enumerate(module):
             z = apply_grouped(child, z, weights, n, f"{prefix}{index}.")
-            if _relu_before_pool(children, index - 1):
-                z = torch.relu(z)
         return z
     if isinstance(module, nn.Conv2d):
         bias = weights[prefix + "bias"].flatten() if module.bias is not None else None
@@ -68,21 +63,6 @@ def apply_grouped(
         out: Tensor = module(z)
         return out
     raise TypeError(f"cannot apply a {type(module).__name__} grouped ({prefix or 'root'})")
-
-
-def _relu_before_pool(children: list[nn.Module], index: int) -> bool:
-    """Whether `children[index]` is a ReLU that a max pooling follows; such a pair runs
-    pooling first. The two commute exactly, gradients included: ReLU keeps positive values
-    as they are, so a window's positive maximum comes from the same position either way,
-    and a window whose maximum is not positive passes no gradient either way. The ReLU
-    then sees only the pooled values, in one layout: after the GroupNorm, its backward
-    got the pooling's channels-last gradient against its own NCHW output, a slow strided
-    kernel that took a fifth of a stacked host step under torch.profiler."""
-    return (
-        0 <= index < len(children) - 1
-        and isinstance(children[index], nn.ReLU)
-        and isinstance(children[index + 1], nn.MaxPool2d)
-    )
 
 
 def _group_norm(

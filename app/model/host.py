@@ -33,15 +33,29 @@ class HostOutput:
 
 
 def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [*_conv_norm(in_channels, out_channels), nn.ReLU()]
+
+
+def _conv_norm(in_channels: int, out_channels: int) -> list[nn.Module]:
     return [
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         nn.GroupNorm(group_count(out_channels), out_channels),
-        nn.ReLU(),
     ]
 
 
+def _pooled_conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
+    """A conv block followed by max pooling, pooled before its ReLU. The two commute
+    exactly, gradients included: ReLU keeps positive values as they are, so a window's
+    positive maximum comes from the same position either way, and a window whose maximum
+    is not positive passes no gradient either way. Pooling first leaves the ReLU only the
+    pooled values, in one layout: in the stacked hosts, a ReLU between the GroupNorm and
+    the channels-last pooling got a channels-last gradient against its NCHW output, a
+    slow strided kernel that took a fifth of a stacked host step under torch.profiler."""
+    return [*_conv_norm(in_channels, out_channels), nn.MaxPool2d(2), nn.ReLU()]
+
+
 class HostCNN(nn.Module):
-    """block1 (conv, norm, ReLU, maxpool 2) -> block2 (conv, norm, ReLU) -> seed slot ->
+    """block1 (conv, norm, maxpool 2, ReLU) -> block2 (conv, norm, ReLU) -> seed slot ->
     head (optional block3 conv, global average pool, linear).
 
     Widths are parameters so the host can be sized to plateau below what a seed adds.
@@ -61,7 +75,7 @@ class HostCNN(nn.Module):
         super().__init__()
         slot_channels = width if block2_width is None else block2_width
         _check_sizes(in_channels, num_classes, image_size, width, slot_channels, block3_width)
-        self.block1 = nn.Sequential(*_conv_block(in_channels, width), nn.MaxPool2d(2))
+        self.block1 = nn.Sequential(*_pooled_conv_block(in_channels, width))
         self.block2 = nn.Sequential(*_conv_block(width, slot_channels))
         self.slot = SeedSlot(SLOT_ID, slot_channels, env_id, slot_config)
         head: list[nn.Module] = []
