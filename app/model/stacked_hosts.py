@@ -33,11 +33,13 @@ from app.model.stacked_seeds import StackedSeeds
 @dataclass(frozen=True)
 class StackedOutput:
     """`logits`: (N, B, classes), each env's host with its seed blended in as its stage
-    allows. `seed_logits`: per env, the isolated seed path's prediction while its seed is
-    TRAINING, else None."""
+    allows. `seed_logits`: (len(seed_envs), B, classes), the isolated seed paths'
+    predictions of the environments `seed_envs`, whose seeds are TRAINING; None when no
+    seed is."""
 
     logits: Tensor
-    seed_logits: list[Tensor | None]
+    seed_logits: Tensor | None = None
+    seed_envs: tuple[int, ...] = ()
 
 
 class StackedHosts(nn.Module):
@@ -63,7 +65,7 @@ class StackedHosts(nn.Module):
         """`x`: (B, N * in_channels, H, W), environment i's images in group i; `seeds`:
         the hosts' seeds (`seeds()`, unchanged since). `seed_paths`: also run the isolated
         paths of TRAINING seeds (training needs them, evaluation does not)."""
-        weights = self.stack.weights()
+        (weights,) = self.stack.weights()
         template = self.hosts[0]
         h = apply_grouped(template.block1, x, weights, self.envs, "block1.")
         h = apply_grouped(template.block2, h, weights, self.envs, "block2.")
@@ -72,22 +74,19 @@ class StackedHosts(nn.Module):
         if any(out is not part for out, part in zip(slots.mixed, parts, strict=True)):
             h = torch.stack(slots.mixed, dim=1).flatten(1, 2)
         logits = self._head(h, weights)
-        seed_logits: list[Tensor | None] = [None] * self.envs
-        if any(z is not None for z in slots.isolated):
-            # Every environment through the head at once; rows without a TRAINING seed
-            # carry the host's own (detached) activations and are not used.
-            z = torch.stack(
-                [
-                    p.detach() if z is None else z
-                    for z, p in zip(slots.isolated, parts, strict=True)
-                ],
-                dim=1,
-            ).flatten(1, 2)
-            frozen = self._frozen_head(z, weights)
-            for index, path in enumerate(slots.isolated):
-                if path is not None:
-                    seed_logits[index] = frozen[index]
-        return StackedOutput(logits, seed_logits)
+        seed_envs = tuple(i for i, z in enumerate(slots.isolated) if z is not None)
+        if not seed_envs:
+            return StackedOutput(logits)
+        # Every environment through the head at once; rows without a TRAINING seed carry
+        # the host's own (detached) activations and are dropped.
+        z = torch.stack(
+            [p.detach() if z is None else z for z, p in zip(slots.isolated, parts, strict=True)],
+            dim=1,
+        ).flatten(1, 2)
+        frozen = self._frozen_head(z, weights)
+        if len(seed_envs) < self.envs:
+            frozen = frozen[list(seed_envs)]
+        return StackedOutput(logits, frozen, seed_envs)
 
     def grouped_input(self, x: Tensor) -> Tensor:
         """The same images (B, C, H, W) for every environment, in grouped layout."""
@@ -108,8 +107,8 @@ class StackedHosts(nn.Module):
         (grad,) = torch.autograd.grad(loss, [self.stack.flat], allow_unused=True, retain_graph=True)
         if grad is None:
             return None
-        rows = self.stack.weights(grad.detach())
-        names = self.stack.names
+        (rows,) = self.stack.weights(grad.detach())
+        names = self.stack.names()
         norms = torch.stack([torch.linalg.vector_norm(rows[name][env]) for name in names])
         return norms, names
 

@@ -2,11 +2,11 @@
 
 Seeds differ per environment (blueprint, stage, present or not), so they cannot share the
 hosts' block-diagonal network; but the seeds of one blueprint share an architecture. At
-the start of a pass the seeds are grouped by blueprint and each group's weights become
-one parameter (`ParameterStack`); a step runs each group once in grouped layout
-(`apply_grouped`: one grouped convolution for all members), not once per environment.
-Seeds only change between epochs (the controller acts, the lifecycle advances), so the
-groups hold for the whole pass.
+the start of a pass the seeds are grouped by blueprint, and all their weights become one
+parameter with a group per blueprint (`ParameterStack`), so that one optimizer step trains
+every seed; a step runs each group once in grouped layout (`apply_grouped`: one grouped
+convolution for all members), not once per environment. Seeds only change between epochs
+(the controller acts, the lifecycle advances), so the groups hold for the whole pass.
 
 What each environment's slot does with its seed's output is still the slot's: a
 contributing seed is blended into the host's activations with its alpha, a TRAINING seed
@@ -38,20 +38,19 @@ class SeedOutputs:
 class _Group:
     """The seeds of one blueprint: `members` are environment indices."""
 
-    def __init__(self, members: list[int], seeds: list[nn.Module]) -> None:
+    def __init__(self, members: list[int], template: nn.Module) -> None:
         self.members = members
-        self.template = seeds[0]
-        self.stack = ParameterStack(seeds)
+        self.template = template
 
-    def run(self, inputs: list[Tensor | None]) -> list[Tensor | None]:
-        """Each member's seed on its input (None: the member's seed does not run)."""
+    def run(self, inputs: list[Tensor | None], weights: dict[str, Tensor]) -> list[Tensor | None]:
+        """Each member's seed on its input (None: the member's seed does not run), with
+        the group's stacked `weights`."""
         active = [k for k, x in enumerate(inputs) if x is not None]
         outputs: list[Tensor | None] = [None] * len(inputs)
         if not active:
             return outputs
-        weights = self.stack.weights()
         if len(active) < len(inputs):
-            rows = torch.tensor(active, device=self.stack.flat.device)
+            rows = torch.tensor(active, device=next(iter(weights.values())).device)
             weights = {name: w.index_select(0, rows) for name, w in weights.items()}
         x = torch.stack([inputs[k] for k in active], dim=1)  # type: ignore[misc]
         y = apply_grouped(self.template, x.flatten(1, 2), weights, len(active))
@@ -61,7 +60,8 @@ class _Group:
 
 
 class StackedSeeds:
-    """The seeds in `slots` (one slot per environment), grouped by blueprint."""
+    """The seeds in `slots` (one slot per environment), grouped by blueprint. `stack`
+    holds their weights (None without seeds); its rows are the environments `envs`."""
 
     def __init__(self, slots: Sequence[SeedSlot]) -> None:
         self.slots = list(slots)
@@ -70,23 +70,25 @@ class StackedSeeds:
             blueprint = slot.state.blueprint_id
             if slot.seed is not None and blueprint is not None:
                 by_blueprint.setdefault(blueprint, []).append(index)
-        self.groups = [
-            _Group(members, [self._seed(i) for i in members]) for members in by_blueprint.values()
-        ]
-
-    @property
-    def stacks(self) -> list[tuple[list[int], ParameterStack]]:
-        """Each group's environments and stacked weights, for its optimizer."""
-        return [(group.members, group.stack) for group in self.groups]
+        members = list(by_blueprint.values())
+        self.groups = [_Group(envs, self._seed(envs[0])) for envs in members]
+        self.envs = [env for envs in members for env in envs]
+        self.stack = (
+            ParameterStack(*[[self._seed(env) for env in envs] for envs in members])
+            if members
+            else None
+        )
 
     def __call__(self, parts: Sequence[Tensor], isolate: bool) -> SeedOutputs:
         """The slots applied to each environment's activations `parts`; `isolate`: also
         run the TRAINING seeds' isolated paths."""
         mixed = list(parts)
         isolated: list[Tensor | None] = [None] * len(parts)
-        for group in self.groups:
+        if self.stack is None:
+            return SeedOutputs(mixed, isolated)
+        for group, weights in zip(self.groups, self.stack.weights(), strict=True):
             inputs = [self._input(i, parts[i], isolate) for i in group.members]
-            outputs = group.run(inputs)
+            outputs = group.run(inputs, weights)
             for env, x, y in zip(group.members, inputs, outputs, strict=True):
                 if x is None or y is None:
                     continue

@@ -3,7 +3,7 @@
 Every training step gathers each environment's next minibatch (each in its own data
 order), runs the stacked hosts once (the live seeds stacked by blueprint), backpropagates
 the sum of the environments' losses (their weights are disjoint, so each gets exactly its
-own gradient) and takes one optimizer step for all hosts and one per seed blueprint.
+own gradient) and takes one optimizer step for all hosts and one for all seeds.
 Validation and the counterfactual are one batched pass each. Each environment then judges
 its own epoch (governor, seed lifecycle, tracker, events) under its own telemetry scope.
 """
@@ -86,7 +86,7 @@ class EnvironmentBatch:
         data, envs = self.dataset, self.envs
         for env in envs:
             env.host.train()
-        seed_optimizers, seed_shares = self._seed_optimizers(seeds)
+        seed_optimizer, seed_shares = self._seed_optimizer(seeds)
         # Each order comes from its environment's CPU generator whatever the device, so a
         # seed gives the same data order everywhere; moved once, the data only indexed.
         count = len(data.train_y)
@@ -97,29 +97,25 @@ class EnvironmentBatch:
             # (B, N, C, H, W) flattens to the grouped layout without a copy.
             x, y = data.train_x[index.t()].flatten(1, 2), data.train_y[index]
             output = self.hosts(x, seeds)
-            losses = (
-                cross_entropy(output.logits.flatten(0, 1), y.flatten(), reduction="none")
-                .view_as(y)
-                .mean(1)
-            )
-            seed_losses = [
-                None if logits is None else cross_entropy(logits, y[i])
-                for i, logits in enumerate(output.seed_logits)
-            ]
+            losses = _mean_losses(output.logits, y)
             total = losses.sum()
-            for seed_loss in seed_losses:
-                if seed_loss is not None:
-                    total = total + seed_loss
+            seed_losses: list[Tensor | None] = [None] * len(envs)
+            if output.seed_logits is not None:
+                seed_envs = list(output.seed_envs)
+                per_seed = _mean_losses(output.seed_logits, y[seed_envs])
+                total = total + per_seed.sum()
+                for env, seed_loss in zip(seed_envs, per_seed.unbind(), strict=True):
+                    seed_losses[env] = seed_loss
             probes = self._probes(seed_losses)
             self.optimizer.zero_grad()
-            for optimizer in seed_optimizers:
-                optimizer.zero_grad()
+            if seed_optimizer is not None:
+                seed_optimizer.zero_grad()
             torch.autograd.backward(total)
             if probes:
                 self._check_steps(probes, scope)
             self.optimizer.step()
-            for optimizer in seed_optimizers:
-                optimizer.step()
+            if seed_optimizer is not None:
+                seed_optimizer.step()
             total_loss += losses.detach() * y.shape[1]
             correct += (output.logits.argmax(2) == y).sum(1)
         for share, kept in seed_shares:
@@ -127,22 +123,23 @@ class EnvironmentBatch:
         loss_sums, corrects = torch.stack([total_loss, correct]).tolist()
         return [s / count for s in loss_sums], [100.0 * c / count for c in corrects]
 
-    def _seed_optimizers(
+    def _seed_optimizer(
         self, seeds: StackedSeeds
-    ) -> tuple[list[StackedAdam], list[tuple[EnvAdamState, SavedAdamState]]]:
-        """One optimizer per blueprint group for this pass, each member's share starting
-        from its seed's kept state; and each share with the state it goes back to."""
-        optimizers, shares = [], []
-        for members, stack in seeds.stacks:
-            optimizer = StackedAdam(stack, self.host_config.seed_lr)
-            for row, env in enumerate(members):
-                kept = self.envs[env].seed_optimizer_state()
-                assert kept is not None
-                share = optimizer.env(row)
-                share.load_state_dict(kept.state_dict())
-                shares.append((share, kept))
-            optimizers.append(optimizer)
-        return optimizers, shares
+    ) -> tuple[StackedAdam | None, list[tuple[EnvAdamState, SavedAdamState]]]:
+        """The optimizer of every seed for this pass (None without seeds), each seed's
+        share starting from its kept state; and each share with the state it goes back
+        to."""
+        if seeds.stack is None:
+            return None, []
+        optimizer = StackedAdam(seeds.stack, self.host_config.seed_lr)
+        shares = []
+        for row, env in enumerate(seeds.envs):
+            kept = self.envs[env].seed_optimizer_state()
+            assert kept is not None
+            share = optimizer.env(row)
+            share.load_state_dict(kept.state_dict())
+            shares.append((share, kept))
+        return optimizer, shares
 
     def _probes(self, seed_losses: list[Tensor | None]) -> list[_Probe]:
         """The environments whose step is sampled for the health checks, each with its
@@ -195,3 +192,9 @@ class EnvironmentBatch:
                 stack.enter_context(env.host.seed_disabled())
             _, accuracies = self._evaluate(seeds)
         return [a if m else None for a, m in zip(accuracies, measured, strict=True)]
+
+
+def _mean_losses(logits: Tensor, y: Tensor) -> Tensor:
+    """Each row's mean cross-entropy, (R,), of `logits` (R, B, classes) against `y` (R, B):
+    one loss computation for every environment's minibatch."""
+    return cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)
