@@ -10,8 +10,8 @@ together cost a few small GEMMs instead of two oneDNN calls and their layout cop
 
 The shift matrix has (H * W) x (taps * output positions) entries, so its product grows
 with the square of the map; `fits` keeps this path to products small enough to be cheaper
-than the oneDNN call (measured in benchmarks/loop_throughput.py), and to the CPU, where
-that overhead is the problem.
+than the oneDNN call (timed forward and backward at the host's and the seeds' sizes), and
+to the CPU, where that overhead is the problem.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def shift_conv2d(
     out_height, out_width = _output_size(module, height, width)
     shift = _shift_matrix(
         (height, width),
+        (out_height, out_width),
         module.kernel_size,
         module.stride,
         module.padding,
@@ -77,6 +78,7 @@ def _output_size(module: nn.Conv2d, height: int, width: int) -> tuple[int, int]:
 @lru_cache(maxsize=64)
 def _shift_matrix(
     size: tuple[int, int],
+    out_size: tuple[int, int],
     kernel: tuple[int, ...],
     stride: tuple[int, ...],
     padding: tuple[int, ...],
@@ -87,12 +89,10 @@ def _shift_matrix(
     """(H * W, taps * output positions): entry (q, (t, p)) is 1 where input position q
     is tap t of output position p, and a tap that falls in the zero padding has none.
     None for a pointwise convolution, whose columns are the input itself."""
-    height, width = size
+    (height, width), (out_height, out_width) = size, out_size
     if kernel == (1, 1) and stride == (1, 1) and padding == (0, 0):
         return None
     rows, cols = [], []
-    out_height = (height + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-    out_width = (width + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
     for ky in range(kernel[0]):
         for kx in range(kernel[1]):
             tap = ky * kernel[1] + kx
