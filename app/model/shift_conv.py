@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 # Multiply-adds of the dense shift product below which it beats oneDNN's per-call
-# overhead on CPU: a training minibatch of the host's first layer or of any seed fits, a
-# validation pass (hundreds of images) does not.
+# overhead on CPU: with four environments, a training minibatch of either host layer or of
+# any seed fits; a validation pass (hundreds of images) does not.
 MAX_SHIFT_MACS = 2_500_000
 
 
