@@ -85,7 +85,8 @@ class StackedHosts(nn.Module):
         ).flatten(1, 2)
         frozen = self._frozen_head(z, weights)
         if len(seed_envs) < self.envs:
-            frozen = frozen[list(seed_envs)]
+            # Rows picked one by one: an index list would be copied to the device each step.
+            frozen = torch.stack([frozen[i] for i in seed_envs])
         return StackedOutput(logits, frozen, seed_envs)
 
     def grouped_input(self, x: Tensor) -> Tensor:

@@ -101,10 +101,10 @@ class EnvironmentBatch:
             total = losses.sum()
             seed_losses: list[Tensor | None] = [None] * len(envs)
             if output.seed_logits is not None:
-                seed_envs = list(output.seed_envs)
-                per_seed = _mean_losses(output.seed_logits, y[seed_envs])
+                seed_y = torch.stack([y[env] for env in output.seed_envs])
+                per_seed = _mean_losses(output.seed_logits, seed_y)
                 total = total + per_seed.sum()
-                for env, seed_loss in zip(seed_envs, per_seed.unbind(), strict=True):
+                for env, seed_loss in zip(output.seed_envs, per_seed.unbind(), strict=True):
                     seed_losses[env] = seed_loss
             probes = self._probes(seed_losses)
             self.optimizer.zero_grad()
