@@ -21,20 +21,23 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
-# Multiply-adds of the dense shift product below which it beats oneDNN's per-call
-# overhead on CPU: with four environments, a training minibatch of either host layer or of
-# any seed fits; a validation pass (hundreds of images) does not.
+# Multiply-adds of the dense shift products below which they beat oneDNN's per-call
+# overhead on CPU. With four environments, a training minibatch of the host's first layer
+# (raw images: no gradient to the input) or of any seed fits; the host's second layer
+# (64 channels needing a gradient) and a validation pass (hundreds of images) do not.
 MAX_SHIFT_MACS = 2_500_000
 
 
 def fits(module: nn.Conv2d, x: Tensor) -> bool:
-    """Whether `module` on `x` (B, C, H, W) is cheaper as shift products than in oneDNN."""
+    """Whether `module` on `x` (B, C, H, W) is cheaper as shift products than in oneDNN:
+    the product forward, and its transpose backward when `x` needs a gradient."""
     if x.device.type != "cpu" or module.padding_mode != "zeros" or isinstance(module.padding, str):
         return False
     batch, channels, height, width = x.shape
     out_height, out_width = _output_size(module, height, width)
     taps = module.kernel_size[0] * module.kernel_size[1]
-    macs = batch * channels * height * width * taps * out_height * out_width
+    products = 2 if x.requires_grad else 1
+    macs = products * batch * channels * height * width * taps * out_height * out_width
     return macs <= MAX_SHIFT_MACS
 
 

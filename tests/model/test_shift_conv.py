@@ -64,8 +64,12 @@ def test_training_minibatches_fit_and_validation_passes_do_not() -> None:
     # Four stacked hosts' first layer on a minibatch of 16 digits, and on a validation pass.
     assert shift_conv.fits(host_first, torch.empty(16, 4, 8, 8))
     assert not shift_conv.fits(host_first, torch.empty(360, 4, 8, 8))
+    # Their second layer: the same forward product, and its transpose for the gradient.
+    host_second = nn.Conv2d(16, 4, 3, padding=1)
+    assert shift_conv.fits(host_second, torch.empty(16, 64, 4, 4))
+    assert not shift_conv.fits(host_second, torch.empty(16, 64, 4, 4, requires_grad=True))
     seed = nn.Conv2d(4, 8, 3, padding=1)
-    assert shift_conv.fits(seed, torch.empty(16, 16, 4, 4))
+    assert shift_conv.fits(seed, torch.empty(16, 16, 4, 4, requires_grad=True))
     # A CIFAR-sized map is oneDNN's, whatever the batch.
     assert not shift_conv.fits(nn.Conv2d(3, 16, 3, padding=1), torch.empty(1, 3, 32, 32))
 
