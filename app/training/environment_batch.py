@@ -101,7 +101,11 @@ class EnvironmentBatch:
             total = losses.sum()
             seed_losses: list[Tensor | None] = [None] * len(envs)
             if output.seed_logits is not None:
-                seed_y = torch.stack([y[env] for env in output.seed_envs])
+                seed_y = (
+                    y
+                    if len(output.seed_envs) == len(envs)
+                    else torch.stack([y[env] for env in output.seed_envs])
+                )
                 per_seed = _mean_losses(output.seed_logits, seed_y)
                 total = total + per_seed.sum()
                 for env, seed_loss in zip(output.seed_envs, per_seed.unbind(), strict=True):
