@@ -92,6 +92,12 @@ class HostCNN(nn.Module):
         seed_logits = None if isolated is None else self._frozen_head(isolated)
         return HostOutput(logits=logits, seed_logits=seed_logits)
 
+    def predict(self, x: Tensor) -> Tensor:
+        """The logits alone, the seed blended in as its stage allows: what evaluation
+        needs (the isolated seed path's prediction only trains the seed)."""
+        logits: Tensor = self.head(self.slot(self.block2(self.block1(x))))
+        return logits
+
     def _frozen_head(self, z: Tensor) -> Tensor:
         """The head applied with detached parameters: the seed path's loss can never put
         gradient into the head, however backward is called."""

@@ -61,16 +61,15 @@ class StackedHosts(nn.Module):
         """The hosts' current seeds, stacked for a training pass."""
         return StackedSeeds([host.slot for host in self.hosts])
 
-    def forward(self, x: Tensor, seeds: StackedSeeds, seed_paths: bool = True) -> StackedOutput:
-        """`x`: (B, N * in_channels, H, W), environment i's images in group i; `seeds`:
-        the hosts' seeds (`seeds()`, unchanged since). `seed_paths`: also run the isolated
-        paths of TRAINING seeds (training needs them, evaluation does not)."""
+    def forward(self, x: Tensor, seeds: StackedSeeds) -> StackedOutput:
+        """A training step's forward: `x` (B, N * in_channels, H, W) holds environment
+        i's images in group i; `seeds` are the hosts' seeds (`seeds()`, unchanged since)."""
         (weights,) = self.stack.weights()
         template = self.hosts[0]
         h = apply_grouped(template.block1, x, weights, self.envs, "block1.")
         h = apply_grouped(template.block2, h, weights, self.envs, "block2.")
         parts = h.view(h.shape[0], self.envs, -1, *h.shape[2:]).unbind(1)
-        slots = seeds(parts, isolate=seed_paths)
+        slots = seeds(parts)
         if any(out is not part for out, part in zip(slots.mixed, parts, strict=True)):
             h = torch.stack(slots.mixed, dim=1).flatten(1, 2)
         logits = self._head(h, weights)
@@ -88,10 +87,6 @@ class StackedHosts(nn.Module):
             # Rows picked one by one: an index list would be copied to the device each step.
             frozen = torch.stack([frozen[i] for i in seed_envs])
         return StackedOutput(logits, frozen, seed_envs)
-
-    def grouped_input(self, x: Tensor) -> Tensor:
-        """The same images (B, C, H, W) for every environment, in grouped layout."""
-        return x.repeat(1, self.envs, 1, 1)
 
     @torch.no_grad()
     def grad_norms(self) -> Tensor | None:

@@ -79,15 +79,15 @@ class StackedSeeds:
             else None
         )
 
-    def __call__(self, parts: Sequence[Tensor], isolate: bool) -> SeedOutputs:
-        """The slots applied to each environment's activations `parts`; `isolate`: also
-        run the TRAINING seeds' isolated paths."""
+    def __call__(self, parts: Sequence[Tensor]) -> SeedOutputs:
+        """The slots applied to each environment's activations `parts`, and the TRAINING
+        seeds' isolated paths."""
         mixed = list(parts)
         isolated: list[Tensor | None] = [None] * len(parts)
         if self.stack is None:
             return SeedOutputs(mixed, isolated)
         for group, weights in zip(self.groups, self.stack.weights(), strict=True):
-            inputs = [self._input(i, parts[i], isolate) for i in group.members]
+            inputs = [self._input(i, parts[i]) for i in group.members]
             outputs = group.run(inputs, weights)
             for env, x, y in zip(group.members, inputs, outputs, strict=True):
                 if x is None or y is None:
@@ -99,11 +99,9 @@ class StackedSeeds:
                     isolated[env] = x + y
         return SeedOutputs(mixed, isolated)
 
-    def _input(self, env: int, h: Tensor, isolate: bool) -> Tensor | None:
+    def _input(self, env: int, h: Tensor) -> Tensor | None:
         slot = self.slots[env]
-        if slot.blends:
-            return h
-        return slot.isolated_input(h) if isolate else None
+        return h if slot.blends else slot.isolated_input(h)
 
     def _seed(self, env: int) -> nn.Module:
         seed = self.slots[env].seed

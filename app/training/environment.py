@@ -56,15 +56,22 @@ class HostConfig:
 
 
 @dataclass(frozen=True)
+class Validation:
+    """A host's validation loss and accuracy, and `counterfactual`: its validation
+    accuracy with the seed disabled, when the seed's lifecycle needs it."""
+
+    loss: float
+    accuracy: float
+    counterfactual: float | None
+
+
+@dataclass(frozen=True)
 class EpochMeasurements:
-    """What the batched epoch measured for one environment (`counterfactual`: validation
-    accuracy with the seed disabled, when its lifecycle needs it)."""
+    """What the batched epoch measured for one environment."""
 
     train_loss: float
     train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-    counterfactual: float | None
+    validation: Validation
 
 
 @dataclass(frozen=True)
@@ -169,14 +176,15 @@ class HostEnvironment:
         """Judge the trained epoch: roll back a catastrophe, else advance the seed
         lifecycle and keep a snapshot; then update the tracker and report the epoch.
         `started` is the epoch's `time.perf_counter()` start."""
-        val_loss, val_accuracy = measured.val_loss, measured.val_accuracy
+        validation = measured.validation
+        val_loss, val_accuracy = validation.loss, validation.accuracy
         rolled_back = self.governor.check(val_loss)
         if rolled_back:
             if self.governor.rollback():
                 self._seed_state, self._optimized_seed = None, None
             val_loss, val_accuracy = self.evaluate()
         else:
-            self.host.slot.step_epoch(val_accuracy, measured.counterfactual, epoch=epoch)
+            self.host.slot.step_epoch(val_accuracy, validation.counterfactual, epoch=epoch)
             self.governor.snapshot(val_loss, optimizers=self._optimizers())
         self.signals = self.tracker.update(
             epoch, measured.train_loss, measured.train_accuracy, val_loss, val_accuracy
@@ -201,22 +209,32 @@ class HostEnvironment:
             return slot.cull("controller")
         return False
 
+    def validate(self) -> Validation:
+        """The epoch's validation passes: the host as it is and, when the seed's
+        lifecycle needs it, the host with its seed disabled. Touches only this
+        environment, so environments validate on threads of their own."""
+        loss, accuracy = self.evaluate()
+        if not self.slot.measures_counterfactual:
+            return Validation(loss, accuracy, None)
+        with self.host.seed_disabled():
+            return Validation(loss, accuracy, self.evaluate()[1])
+
     @torch.inference_mode()
     def evaluate(self) -> tuple[float, float]:
-        """Validation loss and accuracy of this host alone (after a rollback)."""
+        """Validation loss and accuracy of this host as it is (one read from the device)."""
         data, host = self.dataset, self.host
         host.eval()
-        total_loss = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
+        sums = torch.zeros(2, device=self.device)
         chunks = zip(
             torch.split(data.val_x, EVAL_CHUNK), torch.split(data.val_y, EVAL_CHUNK), strict=True
         )
         for x, y in chunks:
-            logits = host(x).logits
-            total_loss += cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
+            logits = host.predict(x)
+            sums[0] += cross_entropy(logits, y, reduction="sum")
+            sums[1] += (logits.argmax(1) == y).sum()
+        loss_sum, correct = sums.tolist()
         count = len(data.val_y)
-        return float(total_loss) / count, 100.0 * float(correct) / count
+        return loss_sum / count, 100.0 * correct / count
 
     def _optimizers(self) -> list[Restorable]:
         seed = self.seed_optimizer_state()

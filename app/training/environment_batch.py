@@ -4,15 +4,21 @@ Every training step gathers each environment's next minibatch (each in its own d
 order), runs the stacked hosts once (the live seeds stacked by blueprint), backpropagates
 the sum of the environments' losses (their weights are disjoint, so each gets exactly its
 own gradient) and takes one optimizer step for all hosts and one for all seeds.
-Validation and the counterfactual are one batched pass each. Each environment then judges
-its own epoch (governor, seed lifecycle, tracker, events) under its own telemetry scope.
+Validation and the counterfactual are passes over the whole validation set, one host at
+a time: large enough operators that stacking gains nothing (on the CPU the stacked pass
+took longer than the four hosts' passes one after another), and that release the GIL for
+long enough that environments validate in parallel on threads, one per core that the
+intra-op threads leave free. Each environment then judges its own epoch (governor, seed
+lifecycle, tracker, events) under its own telemetry scope.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 
 import torch
@@ -22,7 +28,12 @@ from torch.nn.functional import cross_entropy
 from app.contracts.seeds import SeedState
 from app.model.stacked_hosts import StackedHosts
 from app.model.stacked_seeds import StackedSeeds
-from app.training.environment import EVAL_CHUNK, EpochMeasurements, EpochResult, HostEnvironment
+from app.training.environment import (
+    EpochMeasurements,
+    EpochResult,
+    HostEnvironment,
+    Validation,
+)
 from app.training.stacked_adam import EnvAdamState, SavedAdamState, StackedAdam
 
 # Enters environment i's telemetry scope (e.g. its epoch span), so that the events it
@@ -67,16 +78,11 @@ class EnvironmentBatch:
         seeds = self.hosts.seeds()
         train_losses, train_accuracies = self._train_epoch(seeds, scope)
         self.optimizer.decay_lr(self.host_config.lr_decay)
-        val_losses, val_accuracies = self._evaluate(seeds)
-        counterfactuals = self._counterfactuals(seeds)
+        validations = self._validate()
         results = []
         for index, env in enumerate(self.envs):
             measured = EpochMeasurements(
-                train_losses[index],
-                train_accuracies[index],
-                val_losses[index],
-                val_accuracies[index],
-                counterfactuals[index],
+                train_losses[index], train_accuracies[index], validations[index]
             )
             with scope(index):
                 results.append(env.finish_epoch(epoch, started, measured))
@@ -162,40 +168,23 @@ class EnvironmentBatch:
                 norm = None if norms is None else norms[index]
                 self.envs[index].health.check_step(norm, probe, state)
 
-    @torch.inference_mode()
-    def _evaluate(self, seeds: StackedSeeds) -> tuple[list[float], list[float]]:
-        """Validation loss and accuracy of every environment's host, seeds as they are."""
-        data, envs = self.dataset, len(self.envs)
-        for env in self.envs:
-            env.host.eval()
-        total_loss = torch.zeros(envs, device=self.device)
-        correct = torch.zeros(envs, device=self.device)
-        chunks = zip(
-            torch.split(data.val_x, EVAL_CHUNK), torch.split(data.val_y, EVAL_CHUNK), strict=True
-        )
-        for x, y in chunks:
-            logits = self.hosts(self.hosts.grouped_input(x), seeds, seed_paths=False).logits
-            total_loss += (
-                cross_entropy(logits.flatten(0, 1), y.repeat(envs), reduction="none")
-                .view(envs, -1)
-                .sum(1)
-            )
-            correct += (logits.argmax(2) == y).sum(1)
-        count = len(data.val_y)
-        loss_sums, corrects = torch.stack([total_loss, correct]).tolist()
-        return [s / count for s in loss_sums], [100.0 * c / count for c in corrects]
+    def _validate(self) -> list[Validation]:
+        """Every environment's validation passes, on as many threads as there are cores
+        for them (the results do not depend on it: each pass is one host's own)."""
+        workers = validation_threads(self.device, len(self.envs))
+        if workers == 1:
+            return [env.validate() for env in self.envs]
+        with ThreadPoolExecutor(workers, thread_name_prefix="esper-validation") as pool:
+            return list(pool.map(HostEnvironment.validate, self.envs))
 
-    def _counterfactuals(self, seeds: StackedSeeds) -> list[float | None]:
-        """Validation accuracy with the seed disabled, for the environments whose seed's
-        lifecycle needs it (one batched pass with every seed disabled)."""
-        measured = [env.slot.measures_counterfactual for env in self.envs]
-        if not any(measured):
-            return [None] * len(self.envs)
-        with ExitStack() as stack:
-            for env in self.envs:
-                stack.enter_context(env.host.seed_disabled())
-            _, accuracies = self._evaluate(seeds)
-        return [a if m else None for a, m in zip(accuracies, measured, strict=True)]
+
+def validation_threads(device: torch.device, envs: int) -> int:
+    """Threads for `envs` environments' validation passes: one per core left over by the
+    intra-op threads, on the CPU; one on an accelerator, which runs them in turn anyway."""
+    if device.type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(envs, (cores or 1) // torch.get_num_threads()))
 
 
 def _mean_losses(logits: Tensor, y: Tensor) -> Tensor:

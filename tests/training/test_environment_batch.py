@@ -35,7 +35,7 @@ from app.model.parameter_stack import ParameterStack
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import HostEnvironment
-from app.training.environment_batch import EnvironmentBatch
+from app.training.environment_batch import EnvironmentBatch, validation_threads
 from app.training.health import HostHealthConfig
 from app.training.stacked_adam import StackedAdam
 
@@ -268,18 +268,36 @@ DEVICES = [
 def test_an_epoch_reads_the_device_once_per_pass_and_a_step_only_when_checked(
     synthetic: Dataset, monkeypatch: pytest.MonkeyPatch, device: str, check_every: int
 ) -> None:
-    """Host syncs: the training pass, validation and the counterfactual pass each read
-    their sums back once; a training step reads nothing unless the health checks sample
-    it, and then once per environment."""
+    """Host syncs: the training pass reads its sums back once, and so does each
+    environment's validation pass and counterfactual pass; a training step reads nothing
+    unless the health checks sample it, and then once per environment."""
     health = HostHealthConfig(isolation_check_every=check_every)
     envs, batch = _environments(synthetic, health, device)
     batch.run_epoch(1)
     checked_before = sum(env.health.counts.steps_checked for env in envs)
+    counterfactuals = sum(env.slot.measures_counterfactual for env in envs)
 
     with count_host_reads(monkeypatch) as reads:
         batch.run_epoch(2)
 
     checked = sum(env.health.counts.steps_checked for env in envs) - checked_before
     assert (checked > 0) == (check_every > 0)
+    assert counterfactuals > 0
+    assert reads == ["tolist"] * (1 + len(envs) + counterfactuals + checked)
+
+
+def test_environments_validated_on_threads_measure_what_they_measure_in_turn(
+    synthetic: Dataset,
+) -> None:
+    """Validation runs on one thread per free core; each pass is its own host's, so the
+    numbers are those of the passes run one after another."""
+    envs, batch = _environments(synthetic)
+    batch.run_epoch(1)
+    if validation_threads(batch.device, len(envs)) < 2:
+        pytest.skip("needs two cores free of intra-op threads")
     assert any(env.slot.measures_counterfactual for env in envs)
-    assert reads == ["tolist"] * (3 + checked)
+
+    in_turn = [env.validate() for env in envs]
+
+    assert batch._validate() == in_turn
+    assert validation_threads(torch.device("cuda"), len(envs)) == 1
