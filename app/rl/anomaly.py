@@ -17,17 +17,25 @@ from app.settings import check
 
 @dataclass(frozen=True)
 class AnomalyThresholds:
-    """When an update counts as unhealthy, and how many updates an anomaly escalates."""
+    """When an update counts as unhealthy, and how many updates an anomaly escalates.
+
+    `value_warmup_updates`: the critic's first updates, whose explained variance is not
+    judged. A fresh critic has never seen a return, so its first batch's explained
+    variance is negative as a rule (-0.7 on the default run's first update, 0.46 on its
+    second): a warning that fired on every run would teach users to ignore it. The count
+    is of the agent's updates, kept in checkpoints, so a resumed critic is judged at once.
+    """
 
     ratio_explosion: float = 5.0
     ratio_collapse: float = 0.1
     value_collapse: float = 0.1
+    value_warmup_updates: int = 2
     grad_vanishing: float = 1e-7
     grad_exploding: float = 100.0
     escalation_updates: int = 3
 
     def __post_init__(self) -> None:
-        check(self, "escalation_updates", ge=0)
+        check(self, "escalation_updates", "value_warmup_updates", ge=0)
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,8 @@ class AnomalyDetector:
         if metrics.ratio_min < limits.ratio_collapse:
             detail = f"ratio_min={metrics.ratio_min:.3f} < {limits.ratio_collapse}"
             found.append(Anomaly("ratio_collapse", EventType.RATIO_COLLAPSE_DETECTED, detail))
-        if metrics.explained_variance < limits.value_collapse:
+        warm = metrics.train_steps > limits.value_warmup_updates
+        if warm and metrics.explained_variance < limits.value_collapse:
             detail = (
                 f"explained_variance={metrics.explained_variance:.3f} < {limits.value_collapse}"
             )

@@ -6,9 +6,11 @@ import dataclasses
 import math
 
 import pytest
+import torch
 from helpers import ANOMALY_FIELDS
 
 from app import telemetry
+from app.contracts.actions import NUM_ACTIONS
 from app.contracts.events import EventType, Severity, TelemetryLevel
 from app.rl.anomaly import (
     AnomalyDetector,
@@ -17,6 +19,7 @@ from app.rl.anomaly import (
     anomaly_event,
     report,
 )
+from app.rl.buffer import RolloutBuffer
 from app.rl.ppo import PPOAgent
 from app.rl.ppo_config import PPOConfig
 from app.rl.ppo_statistics import PPOUpdateMetrics
@@ -134,6 +137,66 @@ def test_several_anomalies_in_one_update():
     kinds = [a.anomaly_type for a in AnomalyDetector().check(metrics)]
 
     assert kinds == ["ratio_explosion", "ratio_collapse", "value_collapse"]
+
+
+def test_a_fresh_critic_is_not_judged_during_its_warmup_updates():
+    detector = AnomalyDetector(AnomalyThresholds(value_warmup_updates=2))
+    found = [
+        [a.anomaly_type for a in detector.check(unhealthy(train_steps=n, explained_variance=-0.7))]
+        for n in (1, 2, 3, 40)
+    ]
+
+    assert found == [[], [], ["value_collapse"], ["value_collapse"]]
+
+
+def test_the_warmup_spares_only_the_critic():
+    metrics = unhealthy(train_steps=1, ratio_max=9.0, explained_variance=-0.7)
+
+    assert [a.anomaly_type for a in AnomalyDetector().check(metrics)] == ["ratio_explosion"]
+
+
+def test_without_a_warmup_the_first_update_is_judged():
+    detector = AnomalyDetector(AnomalyThresholds(value_warmup_updates=0))
+    (anomaly,) = detector.check(unhealthy(train_steps=1, explained_variance=-0.7))
+
+    assert anomaly.anomaly_type == "value_collapse"
+
+
+def _state_valued_rollout(agent: PPOAgent, envs: int = 64, steps: int = 3) -> RolloutBuffer:
+    """Episodes whose every reward is the episode's hidden state (+1 or -1, shown in the
+    observation) whatever the action: a critic can learn to explain all of their return."""
+    buffer = agent.new_buffer(envs, steps)
+    hidden = agent.initial_hidden(envs)
+    state = torch.randint(0, 2, (envs,)).float() * 2 - 1
+    masks = torch.ones(envs, NUM_ACTIONS, dtype=torch.bool)
+    for t in range(steps):
+        obs = torch.zeros(envs, 4)
+        obs[:, 0], obs[:, 1] = state, t / steps
+        result = agent.act(obs, masks, hidden)
+        done = torch.full((envs,), float(t == steps - 1))
+        buffer.add(obs, masks, result.actions, result.logprobs, result.values, state, done, hidden)
+        hidden = result.hidden
+    return buffer
+
+
+def test_a_warmed_up_critic_that_collapses_is_caught():
+    """A real agent: once warmed up its critic explains the returns and nothing is
+    reported; scrambled, the critic explains nothing, and that is a value collapse."""
+    torch.manual_seed(0)
+    detector = AnomalyDetector()
+    agent = PPOAgent(4, NUM_ACTIONS, PPOConfig(), recurrent=False)
+    found = [
+        [a.anomaly_type for a in detector.check(agent.update(_state_valued_rollout(agent)))]
+        for _ in range(8)
+    ]
+    with torch.no_grad():
+        for parameter in agent.network.critic.parameters():
+            parameter.normal_(0.0, 3.0)
+    collapsed = agent.update(_state_valued_rollout(agent))
+
+    assert found[-3:] == [[]] * 3
+    assert collapsed.train_steps > AnomalyThresholds().value_warmup_updates
+    assert "value_collapse" in [a.anomaly_type for a in detector.check(collapsed)]
 
 
 def test_custom_thresholds_change_the_outcome():

@@ -423,7 +423,7 @@ def test_anomaly_is_emitted_before_its_update_and_escalates_the_next_ones(
     events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
 ) -> None:
     # explained_variance never reaches 2.0: every update is a value collapse.
-    thresholds = AnomalyThresholds(value_collapse=2.0, escalation_updates=1)
+    thresholds = AnomalyThresholds(value_collapse=2.0, value_warmup_updates=0, escalation_updates=1)
     config = make_config(anomaly=thresholds, episodes=6, max_epochs=3)
     trainer = VectorizedTrainer(config, synthetic)
     run_all(trainer)
