@@ -21,7 +21,7 @@ from app.training.health import HostHealthConfig
 from app.training.memory import MemoryConfig
 from app.training.progress import ProgressThresholds
 
-CONTROLLERS = ("ppo", "heuristic")
+CONTROLLERS = ("ppo", "heuristic", "static")
 
 # PPO as tuned for the seed controller's episodes of 24 decisions. An untrained policy
 # that picks uniformly culls a live seed within a few epochs (CULL is one of two valid

@@ -28,6 +28,7 @@ from app.contracts.actions import NUM_ACTIONS, Action, action_mask
 from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
 from app.contracts.signals import TrainingSignals
 from app.control.heuristic import HeuristicController
+from app.control.static import StaticController
 from app.rl.anomaly import AnomalyDetector, TelemetryEscalation, report
 from app.rl.buffer import RolloutBuffer
 from app.rl.features import OBS_DIM, observation
@@ -122,6 +123,9 @@ class VectorizedTrainer:
             else None
         )
         self.heuristic = HeuristicController(config.heuristic)
+        self.rules: HeuristicController | StaticController = (
+            StaticController() if config.controller == "static" else self.heuristic
+        )
         self.detector = AnomalyDetector(config.anomaly)
         self.escalation = TelemetryEscalation(
             config.telemetry_level, config.anomaly.escalation_updates
@@ -316,7 +320,7 @@ class VectorizedTrainer:
             actions, logprobs, values = result.actions, result.logprobs, result.values
             next_hidden = result.hidden
         else:
-            decided = [self.heuristic.decide(self._signals(env), env.slot.state) for env in envs]
+            decided = [self.rules.decide(self._signals(env), env.slot.state) for env in envs]
             actions = torch.tensor([int(a) for a in decided])
             logprobs = values = torch.zeros(len(envs))
             next_hidden = None

@@ -177,6 +177,39 @@ def test_uneven_episodes_run_only_the_remainder_in_the_last_batch(
 # --- seed lifecycle -------------------------------------------------------------------------
 
 
+def test_static_run_is_the_host_alone_under_the_same_data(
+    events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
+) -> None:
+    """The static controller never acts, and its hosts train exactly as the hosts of a
+    run that grows seeds do until that run's first germination."""
+    config = make_config(controller="static", episodes=2, max_epochs=9)
+    results = run_all(VectorizedTrainer(config, synthetic))
+    static = list(events)
+    events.clear()
+    run_all(VectorizedTrainer(replace(config, controller="heuristic"), synthetic))
+    heuristic = list(events)
+
+    assert [r.metrics for r in results] == [None]
+    kinds = {e.event_type for e in static}
+    assert EventType.EPOCH_COMPLETED in kinds
+    assert kinds <= {EventType.EPOCH_COMPLETED, EventType.TAMIYO_INITIATED}
+    assert {e.data["seed_stage"] for e in static if e.event_type == EventType.EPOCH_COMPLETED} == {
+        "DORMANT"
+    }
+
+    def accuracies(stream: list[TelemetryEvent], before: int) -> list[float]:
+        return [
+            e.data["val_accuracy"]
+            for e in stream
+            if e.event_type == EventType.EPOCH_COMPLETED
+            and e.epoch is not None
+            and e.epoch <= before
+        ]
+
+    first_growth = min(e.epoch for e in heuristic if e.event_type == EventType.SEED_GERMINATED)
+    assert accuracies(static, first_growth) == accuracies(heuristic, first_growth)
+
+
 def test_heuristic_run_germinates_and_stages_seeds_without_ppo_updates(
     events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
 ) -> None:
