@@ -92,11 +92,13 @@ def farmable_germination_bonus(dataset: Dataset, config: RunConfig) -> None:
 
 def hair_trigger_anomaly_thresholds(dataset: Dataset, config: RunConfig) -> None:
     """A PPO batch whose anomaly thresholds every update crosses: any ratio above or below
-    1, any explained variance, any nonzero gradient norm."""
+    1, any explained variance (of a critic judged from its first update), any nonzero
+    gradient norm."""
     thresholds = AnomalyThresholds(
         ratio_explosion=1.0,
         ratio_collapse=1.0,
         value_collapse=math.inf,
+        value_warmup_updates=0,
         grad_exploding=1e-9,
     )
     _train(replace(config, controller="ppo", episodes=config.envs, anomaly=thresholds), dataset)
