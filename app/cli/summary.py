@@ -4,6 +4,7 @@ it checked, where its events went and what was lost on the way."""
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
@@ -46,6 +47,7 @@ def _lines(run: FinishedRun) -> list[str]:
             f"  accuracy:  {progress.accuracies[-1]:.2f}% last batch, "
             f"{fmean(progress.accuracies):.2f}% rolling",
             f"  reward:    {progress.rewards[-1]:.3f} per episode, last batch",
+            *_policy_lines(run.trainer),
         ]
     hub = run.hub
     events = ", ".join(f"{t.value}={n}" for t, n in sorted(hub.events_by_type.items()))
@@ -61,6 +63,35 @@ def _lines(run: FinishedRun) -> list[str]:
     errors = {name: count for name, count in hub.sink_errors.items() if count}
     if errors:
         lines.append(f"  sink errors: {errors}")
+    return lines
+
+
+def _policy_lines(trainer: VectorizedTrainer) -> list[str]:
+    """What the controller did: its actions in the last batch, how the run's seeds ended
+    by blueprint, and what to compare the accuracy with."""
+    lines = []
+    last = trainer.last_batch
+    if last is not None and last.actions:
+        total = sum(last.actions.values())
+        shares = sorted(last.actions.items(), key=lambda item: (-item[1], item[0]))
+        actions = ", ".join(f"{name} {count} ({count / total:.0%})" for name, count in shares)
+        lines.append(f"  actions:   {actions} (last batch, {total} decisions)")
+    outcomes: Counter[tuple[str, str]] = Counter()
+    for env in trainer.envs:
+        outcomes += env.seed_outcomes
+    ended = [
+        f"{outcome} "
+        + ", ".join(f"{b}={n}" for (b, o), n in sorted(outcomes.items()) if o == outcome)
+        for outcome in ("fossilized", "culled")
+        if any(o == outcome for _, o in outcomes)
+    ]
+    if ended:
+        lines.append(f"  seeds:     {'; '.join(ended)}")
+    if trainer.config.controller != "static":
+        lines.append(
+            "  baseline:  the static host is not measured in this run; "
+            "the same command with --controller static measures it"
+        )
     return lines
 
 

@@ -9,6 +9,7 @@ against the contract's transition table and reported as a domain event.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
@@ -75,6 +76,8 @@ class SeedSlot(nn.Module):
         self._state = SeedState()
         self._epoch: int | None = None
         self._disabled = False
+        # How this slot's seeds ended, by blueprint: ("conv_heavy", "fossilized") -> 1.
+        self.outcomes: Counter[tuple[str, str]] = Counter()
 
     @property
     def state(self) -> SeedState:
@@ -219,6 +222,7 @@ class SeedSlot(nn.Module):
             return False
         epochs_in_stage = state.epochs_in_stage
         self._transition(SeedStage.FOSSILIZED)
+        self._tally("fossilized")
         self._emit(
             EventType.SEED_FOSSILIZED,
             f"Seed {state.seed_id} fossilized",
@@ -242,6 +246,7 @@ class SeedSlot(nn.Module):
             return False
         epochs_in_stage = state.epochs_in_stage
         self._transition(SeedStage.CULLED)
+        self._tally("culled")
         self.seed = None
         state.alpha = 0.0
         self._emit(
@@ -294,6 +299,11 @@ class SeedSlot(nn.Module):
             f"Seed {state.seed_id}: {source.name} -> {target.name}",
             {"from": source.name, "to": target.name},
         )
+
+    def _tally(self, outcome: str) -> None:
+        blueprint = self._state.blueprint_id
+        if blueprint is not None:
+            self.outcomes[blueprint, outcome] += 1
 
     def _emit(self, event_type: EventType, message: str, data: dict[str, Any]) -> None:
         telemetry.emit(

@@ -8,6 +8,7 @@ samples.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -119,6 +120,9 @@ class HostEnvironment:
         self.data_order = torch.Generator().manual_seed(data_seed)
         self.seeds_grown = 0
         self.check_counts = CheckCounts()
+        # The slot's own tally (the same object) and those of the episodes before.
+        self._episode_outcomes: Counter[tuple[str, str]] = Counter()
+        self._earlier_outcomes: Counter[tuple[str, str]] = Counter()
 
     def build_host(self) -> HostCNN:
         """A freshly initialized host for this environment's next episode."""
@@ -138,6 +142,8 @@ class HostEnvironment:
         """Start a new episode on `host` (from `build_host`), whose weights the batch's
         optimizer trains; `host_optimizer` is this environment's share of it, rolled back
         with the weights, and `gradients` probes the seed's isolation."""
+        self._earlier_outcomes += self._episode_outcomes
+        self._episode_outcomes = host.slot.outcomes
         self.host = host
         self.host_optimizer = host_optimizer
         self.tracker = SignalTracker(self.tracker_config, env_id=self.env_id)
@@ -154,6 +160,12 @@ class HostEnvironment:
     @property
     def seed_params(self) -> int:
         return sum(p.numel() for p in self.host.seed_parameters())
+
+    @property
+    def seed_outcomes(self) -> Counter[tuple[str, str]]:
+        """How the seeds of every episode this environment ran ended, by blueprint and
+        outcome ("fossilized" or "culled"), since this process started."""
+        return self._earlier_outcomes + self._episode_outcomes
 
     @property
     def slot(self) -> SeedSlot:

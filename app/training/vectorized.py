@@ -11,7 +11,7 @@ environment holding its `esper.epoch` spans, and the `esper.ppo.update` span.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from statistics import fmean
@@ -58,6 +58,8 @@ class BatchResult:
     avg_reward: float
     rolling_avg_accuracy: float
     metrics: PPOUpdateMetrics | None
+    # How often each action was decided in the batch, every environment's steps together.
+    actions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -134,6 +136,7 @@ class VectorizedTrainer:
         self.reward_hacking = RewardHackingDetector(config.reward_hacking)
         self.memory = MemoryMonitor(config.memory, self.device)
         self.progress = Progress()
+        self.last_batch: BatchResult | None = None
         telemetry.set_level(config.telemetry_level)
 
     def state_dict(self) -> dict[str, Any]:
@@ -215,12 +218,14 @@ class VectorizedTrainer:
                 fmean(rewards),
                 fmean(progress.accuracies),
                 metrics=None,
+                actions=dict(Counter(step.action.name for step in steps)),
             )
             self.reward_hacking.observe(batch, steps, result.avg_reward, result.avg_accuracy)
             if buffer is not None:
                 result = replace(result, metrics=self._update(buffer, result))
             self.progress_detector.observe(batch, progress.accuracies, result.episodes_completed)
             batch_span.set_attribute(names.AVG_ACCURACY, result.avg_accuracy)
+        self.last_batch = result
         return result
 
     def _run_episodes(

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,24 @@ def test_train_writes_a_complete_strict_event_log_and_a_summary(
     assert "episodes:  4 in 2 batches" in summary
     assert f"PPO_UPDATE_COMPLETED={len(updates)}" in summary
     assert f"EPOCH_COMPLETED={4 * MAX_EPOCHS}" in summary
+
+    # What the policy did: every command of the last batch, and how every seed ended.
+    last_batch = records[records.index(updates[0]) + 1 :]
+    commands = Counter(r["data"]["action"] for r in of_type(last_batch, EventType.COMMAND_ISSUED))
+    decisions = 2 * (MAX_EPOCHS - 1)
+    assert f"(last batch, {decisions} decisions)" in summary
+    for action, count in commands.items():
+        assert f"{action} {count} (" in summary, action
+    waits = decisions - sum(commands.values())
+    assert (f"WAIT {waits} (" in summary) == (waits > 0)
+    for outcome, event_type in (
+        ("fossilized", EventType.SEED_FOSSILIZED),
+        ("culled", EventType.SEED_CULLED),
+    ):
+        ended = Counter(r["data"]["blueprint_id"] for r in of_type(records, event_type))
+        tally = ", ".join(f"{blueprint}={n}" for blueprint, n in sorted(ended.items()))
+        assert (f"{outcome} {tally}" in summary) if ended else (outcome not in summary)
+    assert "--controller static measures it" in summary
 
 
 # --- summary and progress -------------------------------------------------------------------

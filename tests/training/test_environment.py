@@ -8,6 +8,7 @@ from helpers import train_alone
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import HostEnvironment
+from app.training.environment_batch import EnvironmentBatch
 
 
 def test_the_same_data_seed_gives_the_same_epochs(synthetic: Dataset) -> None:
@@ -37,3 +38,20 @@ def test_a_dataset_moves_to_another_device_whole(synthetic: Dataset) -> None:
         assert (tensor.shape, tensor.dtype) == (original.shape, original.dtype)
     assert (moved.name, moved.num_classes) == (synthetic.name, synthetic.num_classes)
     assert synthetic.train_x.is_cpu
+
+
+def test_seed_outcomes_add_up_over_episodes(synthetic: Dataset) -> None:
+    config = RunConfig(dataset="synthetic")
+    env = HostEnvironment(
+        0, synthetic, config.host, config.slot, config.tracker, 7, torch.device("cpu")
+    )
+    batch = EnvironmentBatch([env])
+    assert env.slot.germinate("norm", "first")
+    assert env.slot.cull("controller")
+    assert env.seed_outcomes == {("norm", "culled"): 1}
+
+    batch.reset()
+    assert env.seed_outcomes == {("norm", "culled"): 1}
+    assert env.slot.germinate("conv_light", "second")
+    assert env.slot.cull("controller")
+    assert env.seed_outcomes == {("norm", "culled"): 1, ("conv_light", "culled"): 1}
