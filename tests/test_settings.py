@@ -88,7 +88,7 @@ PHRASING = re.compile(r"^(?P<owner>\w+)\.(?P<field>\w+) must be (?P<requirement>
         ),
         (
             lambda: RunConfig(controller="rules"),
-            "RunConfig.controller must be one of ppo, heuristic, got rules",
+            "RunConfig.controller must be one of ppo, heuristic, static, got rules",
         ),
         (lambda: RunConfig(max_epochs=1), "RunConfig.max_epochs must be at least 2, got 1"),
     ],
