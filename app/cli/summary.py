@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 
+from app.contracts.stages import SeedStage
 from app.interrupts import StopRequest
+from app.model.slot import OUTCOMES
 from app.training.checkpoint_saver import CheckpointSaver, checkpoint_lines
 from app.training.vectorized import VectorizedTrainer
 from instrumentation.event_log import log_loss_lines
@@ -76,15 +78,13 @@ def _policy_lines(trainer: VectorizedTrainer) -> list[str]:
         shares = sorted(last.actions.items(), key=lambda item: (-item[1], item[0]))
         actions = ", ".join(f"{name} {count} ({count / total:.0%})" for name, count in shares)
         lines.append(f"  actions:   {actions} (last batch, {total} decisions)")
-    outcomes: Counter[tuple[str, str]] = Counter()
+    outcomes: Counter[tuple[str, SeedStage]] = Counter()
     for env in trainer.envs:
         outcomes += env.seed_outcomes
-    ended = [
-        f"{outcome} "
-        + ", ".join(f"{b}={n}" for (b, o), n in sorted(outcomes.items()) if o == outcome)
-        for outcome in ("fossilized", "culled")
-        if any(o == outcome for _, o in outcomes)
-    ]
+    by_stage: dict[SeedStage, list[str]] = {}
+    for (blueprint, stage), count in sorted(outcomes.items()):
+        by_stage.setdefault(stage, []).append(f"{blueprint}={count}")
+    ended = [f"{s.name.lower()} {', '.join(by_stage[s])}" for s in OUTCOMES if s in by_stage]
     if ended:
         lines.append(f"  seeds:     {'; '.join(ended)}")
     if trainer.config.controller != "static":

@@ -29,6 +29,8 @@ from app.settings import check
 CONTRIBUTING_STAGES = frozenset(
     {SeedStage.BLENDING, SeedStage.SHADOWING, SeedStage.PROBATIONARY, SeedStage.FOSSILIZED}
 )
+# The stages a seed ends in, in the order a summary reports them.
+OUTCOMES = (SeedStage.FOSSILIZED, SeedStage.CULLED)
 
 
 class InvalidTransitionError(RuntimeError):
@@ -76,8 +78,8 @@ class SeedSlot(nn.Module):
         self._state = SeedState()
         self._epoch: int | None = None
         self._disabled = False
-        # How this slot's seeds ended, by blueprint: ("conv_heavy", "fossilized") -> 1.
-        self.outcomes: Counter[tuple[str, str]] = Counter()
+        # How this slot's seeds ended, by blueprint: ("conv_heavy", FOSSILIZED) -> 1.
+        self.outcomes: Counter[tuple[str, SeedStage]] = Counter()
 
     @property
     def state(self) -> SeedState:
@@ -222,7 +224,6 @@ class SeedSlot(nn.Module):
             return False
         epochs_in_stage = state.epochs_in_stage
         self._transition(SeedStage.FOSSILIZED)
-        self._tally("fossilized")
         self._emit(
             EventType.SEED_FOSSILIZED,
             f"Seed {state.seed_id} fossilized",
@@ -246,7 +247,6 @@ class SeedSlot(nn.Module):
             return False
         epochs_in_stage = state.epochs_in_stage
         self._transition(SeedStage.CULLED)
-        self._tally("culled")
         self.seed = None
         state.alpha = 0.0
         self._emit(
@@ -294,16 +294,13 @@ class SeedSlot(nn.Module):
             raise InvalidTransitionError(f"seed stage {source.name} cannot become {target.name}")
         state.stage = target
         state.epochs_in_stage = 0
+        if target in OUTCOMES and state.blueprint_id is not None:
+            self.outcomes[state.blueprint_id, target] += 1
         self._emit(
             EventType.SEED_STAGE_CHANGED,
             f"Seed {state.seed_id}: {source.name} -> {target.name}",
             {"from": source.name, "to": target.name},
         )
-
-    def _tally(self, outcome: str) -> None:
-        blueprint = self._state.blueprint_id
-        if blueprint is not None:
-            self.outcomes[blueprint, outcome] += 1
 
     def _emit(self, event_type: EventType, message: str, data: dict[str, Any]) -> None:
         telemetry.emit(

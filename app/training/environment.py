@@ -17,6 +17,7 @@ from torch.nn.functional import cross_entropy
 from app.contracts.actions import Action
 from app.contracts.events import EventType, TelemetryEvent
 from app.contracts.signals import TrainingSignals
+from app.contracts.stages import SeedStage
 from app.control.tracker import SignalTracker, TrackerConfig
 from app.model.host import HostCNN
 from app.model.slot import SeedSlot, SlotConfig
@@ -121,8 +122,8 @@ class HostEnvironment:
         self.seeds_grown = 0
         self.check_counts = CheckCounts()
         # The slot's own tally (the same object) and those of the episodes before.
-        self._episode_outcomes: Counter[tuple[str, str]] = Counter()
-        self._earlier_outcomes: Counter[tuple[str, str]] = Counter()
+        self._episode_outcomes: Counter[tuple[str, SeedStage]] = Counter()
+        self._earlier_outcomes: Counter[tuple[str, SeedStage]] = Counter()
 
     def build_host(self) -> HostCNN:
         """A freshly initialized host for this environment's next episode."""
@@ -162,9 +163,9 @@ class HostEnvironment:
         return sum(p.numel() for p in self.host.seed_parameters())
 
     @property
-    def seed_outcomes(self) -> Counter[tuple[str, str]]:
+    def seed_outcomes(self) -> Counter[tuple[str, SeedStage]]:
         """How the seeds of every episode this environment ran ended, by blueprint and
-        outcome ("fossilized" or "culled"), since this process started."""
+        stage (FOSSILIZED or CULLED), since this process started."""
         return self._earlier_outcomes + self._episode_outcomes
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from helpers import train_alone
 
+from app.contracts.stages import SeedStage
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import HostEnvironment
@@ -48,10 +49,10 @@ def test_seed_outcomes_add_up_over_episodes(synthetic: Dataset) -> None:
     batch = EnvironmentBatch([env])
     assert env.slot.germinate("norm", "first")
     assert env.slot.cull("controller")
-    assert env.seed_outcomes == {("norm", "culled"): 1}
+    assert env.seed_outcomes == {("norm", SeedStage.CULLED): 1}
 
     batch.reset()
-    assert env.seed_outcomes == {("norm", "culled"): 1}
+    assert env.seed_outcomes == {("norm", SeedStage.CULLED): 1}
     assert env.slot.germinate("conv_light", "second")
     assert env.slot.cull("controller")
-    assert env.seed_outcomes == {("norm", "culled"): 1, ("conv_light", "culled"): 1}
+    assert env.seed_outcomes == {("norm", SeedStage.CULLED): 1, ("conv_light", SeedStage.CULLED): 1}
