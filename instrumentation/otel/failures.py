@@ -20,7 +20,11 @@ theirs; requests is their transport) whose adapter notes how each attempt ended.
 `ExportAttempt` marks the current thread as exporting for a ledger; a filter on the
 exporter's loggers notes the last status seen. The filter is put first on those loggers,
 ahead of the SDK's DuplicateFilter, which would otherwise hide from it a record that
-repeats the previous one's template. Once the ledger is closed (the shutdown bound was
+repeats the previous one's template. An error the HTTP client raises on its own
+arguments, before anything is sent, does not replace an answer already seen: once the
+export timeout is spent the exporter retries with a zero timeout, which urllib3 refuses
+with a ValueError, and the collector's 503 before it is the cause worth reporting.
+Once the ledger is closed (the shutdown bound was
 reached and the summary counted the export as lost) the filter drops the abandoned
 export's records, so that nothing is printed after the summary.
 """
@@ -61,6 +65,12 @@ class ExportAttempt:
         self.status: str | None = None
         self.aborted = False
 
+    def note(self, status: str, answered: bool = True) -> None:
+        """Keep how the attempt ended; a status that nothing `answered` (a local refusal)
+        only while no answer has been kept."""
+        if answered or self.status is None:
+            self.status = status
+
     def failure_reason(self) -> str:
         if self.aborted:
             return SHUTDOWN_BOUND
@@ -94,17 +104,24 @@ def describe_error(error: BaseException) -> str:
     return type(error).__name__
 
 
-def status_of(record: logging.LogRecord) -> str | None:
-    """The collector's answer that an exporter's record reports, if it reports one."""
+def _is_answer(error: BaseException) -> bool:
+    """Whether `error` says how the collector or the connection answered, rather than
+    the client refusing its own arguments before sending anything."""
+    return not isinstance(error, (ValueError, TypeError))
+
+
+def status_of(record: logging.LogRecord) -> tuple[str, bool] | None:
+    """The answer that an exporter's record reports, if it reports one, and whether it is
+    an answer (see `_is_answer`)."""
     if not isinstance(record.msg, str):
         return None
     if _TOO_LARGE in record.msg:
-        return "request larger than max_request_size"
+        return "request larger than max_request_size", True
     arguments = record.args if isinstance(record.args, tuple) else ()
     for argument in arguments:
         status = _status(argument)
         if status is not None:
-            return redact(status)
+            return redact(status), not isinstance(argument, BaseException) or _is_answer(argument)
     return None
 
 
@@ -131,7 +148,7 @@ class _FailureFilter(logging.Filter):
             current.aborted = True
         status = status_of(record)
         if status is not None:
-            current.status = status
+            current.note(*status)
         return True
 
 
@@ -156,17 +173,17 @@ class _NotingAdapter(HTTPAdapter):
         try:
             response = super().send(request, *args, **kwargs)
         except Exception as error:
-            _note(describe_error(error))
+            _note(describe_error(error), _is_answer(error))
             raise
         if response.status_code >= 400:
             _note(f"HTTP {response.status_code}")
         return response
 
 
-def _note(status: str) -> None:
+def _note(status: str, answered: bool = True) -> None:
     current: ExportAttempt | None = getattr(_current, "attempt", None)
     if current is not None:
-        current.status = status
+        current.note(status, answered)
 
 
 def http_session(signal: str, environ: Mapping[str, str] = os.environ) -> Session | None:

@@ -11,13 +11,15 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from receivers import GrpcReceiver, HttpReceiver, Received, free_port
 
 from app.contracts import telemetry_names as names
-from instrumentation.otel import OpenTelemetrySession, configure_opentelemetry
-from instrumentation.otel.accounting import QUEUE_FULL, SHUTDOWN_BOUND
+from instrumentation.otel import OpenTelemetrySession, configure_opentelemetry, failures
+from instrumentation.otel.accounting import QUEUE_FULL, SHUTDOWN_BOUND, SinkLedger
 from instrumentation.otel.batching import QueueSettings
 from instrumentation.otel.errors import TelemetryConfigError
+from instrumentation.otel.failures import http_session
 from instrumentation.otel.summary import export_line
 
 
@@ -307,3 +309,32 @@ def test_bad_batching_settings_are_named(
 def test_a_small_queue_alone_sets_a_batch_size_that_fits() -> None:
     assert QueueSettings.from_environment({"OTEL_BSP_MAX_QUEUE_SIZE": "4"}) == QueueSettings(4, 4)
     assert QueueSettings.from_environment({}) == QueueSettings(2048, 512)
+
+
+def test_a_local_refusal_after_the_collectors_answer_keeps_the_answer() -> None:
+    """Once its timeout is spent, the HTTP exporter retries with a zero timeout, which
+    urllib3 refuses (ValueError) before sending anything: the collector's 503 before it
+    stays the reported cause, through the session's adapter and the exporter's log."""
+    receiver = HttpReceiver().start()
+    receiver.fail_with = 503
+    session = http_session("traces", environ={})
+    assert session is not None
+    url = f"{receiver.endpoint}/v1/traces"
+    failures.watch(OTLPSpanExporter(endpoint=url, session=session))
+    try:
+        with failures.attempt(SinkLedger("otlp_traces", "traces", "span")) as attempt:
+            assert session.post(url, timeout=2).status_code == 503
+            with pytest.raises(ValueError) as refused:
+                session.post(url, timeout=0)
+            logging.getLogger(OTLPSpanExporter.__module__).error(
+                "Failed to export %s batch code: %s, reason: %s", "span", None, refused.value
+            )
+        with (
+            failures.attempt(SinkLedger("otlp_traces", "traces", "span")) as alone,
+            pytest.raises(ValueError),
+        ):
+            session.post(url, timeout=0)
+    finally:
+        receiver.stop()
+    assert attempt.failure_reason() == "export failed: HTTP 503"
+    assert alone.failure_reason() == "export failed: ValueError"
