@@ -110,6 +110,12 @@ class SeedSlot(nn.Module):
         return self.seed is not None and self._state.stage in CONTRIBUTING_STAGES
 
     @property
+    def contribution(self) -> float:
+        """What the seed adds to the host's validation accuracy (pp), as last measured; 0
+        while its output does not reach the host (before blending, once culled)."""
+        return self._state.counterfactual if self.contributes else 0.0
+
+    @property
     def measures_counterfactual(self) -> bool:
         """Whether the lifecycle still needs the seed's measured contribution: while it
         blends and is judged, not once it is permanent."""

@@ -9,8 +9,10 @@ and raises REWARD_HACKING_SUSPECTED, once per stretch in which a sign holds:
   rising trend (t statistic of its least-squares slope at least `reward_trend_t`) while
   mean accuracy does not (its slope's t statistic at most `accuracy_trend_t`);
 - action share: one kind of action (WAIT, GERMINATE, FOSSILIZE, CULL) earns at least
-  `share` of the positive reward over the window, and at least `share_ratio` times its
-  share of the accuracy gained, over at least `min_action_steps` steps.
+  `share` of the positive reward over the window, at least `share_ratio` times its share
+  of the accuracy gained, and more reward than that accuracy is worth (at the reward's
+  rate per point), over at least `min_action_steps` steps. The last condition keeps a
+  window whose rewards sum to little, all of them paid for, from looking lopsided.
 
 Both events carry the same data: the two trends, the window, the dominant action and its
 shares of reward and accuracy.
@@ -27,6 +29,7 @@ from typing import Any
 from app import telemetry
 from app.contracts.actions import Action
 from app.contracts.events import EventType, Severity, TelemetryEvent
+from app.rl.rewards import REWARD_PER_POINT
 from app.settings import check
 
 # Fewer points than this leave a slope without a usable standard error.
@@ -54,7 +57,8 @@ class RewardHackingConfig:
 
 @dataclass(frozen=True)
 class StepOutcome:
-    """One controller step: what it did, the reward it got, the accuracy it gained (pp)."""
+    """One controller step: what it did, the reward it got and the accuracy it bought (pp):
+    what the seed's measured contribution to the host's accuracy gained over the step."""
 
     action: Action
     reward: float
@@ -71,12 +75,14 @@ class Trend:
 
 @dataclass(frozen=True)
 class ActionShare:
-    """One action kind over the window: its steps, its share of the positive reward and
-    its share of the positive accuracy gain (sums per kind, a negative sum counted as 0)."""
+    """One action kind over the window: its steps, its share of the positive reward, its
+    share of the positive accuracy gain (sums per kind, a negative sum counted as 0) and
+    `unearned`, its reward less what its accuracy gain is worth."""
 
     steps: int
     reward_share: float
     accuracy_share: float
+    unearned: float
 
 
 def trend(values: list[float]) -> Trend | None:
@@ -165,6 +171,7 @@ class RewardHackingDetector:
                 counts[kind],
                 max(rewards[kind], 0.0) / total_reward if total_reward else 0.0,
                 max(gains[kind], 0.0) / total_gain if total_gain else 0.0,
+                rewards[kind] - REWARD_PER_POINT * gains[kind],
             )
             for kind in counts
         }
@@ -175,6 +182,7 @@ class RewardHackingDetector:
             share.steps >= config.min_action_steps
             and share.reward_share >= config.share
             and share.reward_share >= config.share_ratio * share.accuracy_share
+            and share.unearned > 0
         )
 
     def _raise_once(self, kind: str, holds: bool, data: dict[str, Any]) -> None:

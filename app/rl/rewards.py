@@ -1,5 +1,14 @@
-"""The controller's reward: accuracy gained, minus rent for the parameters a seed adds,
-plus an optional shaping bonus for germinating.
+"""The controller's reward: the seed's measured contribution gained, minus rent for the
+parameters it adds, plus an optional shaping bonus for germinating.
+
+The contribution is the seed's counterfactual: the host's validation accuracy with the
+seed minus without it, measured in the same epoch on the same weights, so the host's own
+epoch-to-epoch noise cancels out of it. The host's accuracy gain would carry that noise,
+several points from one epoch to the next on a small validation set, and would bury the few
+points a seed is worth. A seed counts as contributing nothing until it blends and again once
+it is culled, so a step's reward is the change of what the slot adds to the host: over an
+episode the rewards sum to what the seed adds at the end, less its rent. Germinating and
+culling in a loop therefore sums to nothing but rent.
 
 Rewards are fractions of accuracy (0.01 per percentage point) so that returns stay near 1:
 in percentage points the value loss dwarfs the policy loss, and gradient-norm clipping
@@ -11,6 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.settings import check
+
+# The reward of one percentage point of accuracy.
+REWARD_PER_POINT = 0.01
 
 
 @dataclass(frozen=True)
@@ -35,16 +47,17 @@ class RewardConfig:
 
 
 def step_reward(
-    accuracy_before: float,
-    accuracy_after: float,
+    contribution_before: float,
+    contribution_after: float,
     seed_params: int,
     host_params: int,
     config: RewardConfig,
     *,
     germinated: bool = False,
 ) -> float:
-    """The reward of one controller step (accuracies in percent, reward a fraction);
-    `germinated` says whether the step's action germinated a seed."""
+    """The reward of one controller step, a fraction; the contributions (pp) are what the
+    slot added to the host's accuracy before the step and after the epoch that followed
+    it, and `germinated` says whether the step's action germinated a seed."""
     rent = config.param_rent * seed_params / host_params
     bonus = config.germination_bonus if germinated else 0.0
-    return (accuracy_after - accuracy_before - rent + bonus) / 100.0
+    return (contribution_after - contribution_before - rent + bonus) * REWARD_PER_POINT

@@ -1,10 +1,10 @@
 """The vectorized PPO loop: N environments in lockstep, one PPO update per batch.
 
 Each batch runs one episode per environment: `max_epochs` epochs of host training, with a
-controller decision after every epoch but the last. The reward of a decision is the
-accuracy the next epoch gains minus the seed's parameter rent (plus the germination bonus,
-if one is configured). Memory is sampled after every lockstep epoch, and each batch's steps
-go to the reward hacking detector. One trace per batch: the
+controller decision after every epoch but the last. The reward of a decision is what the
+seed's measured contribution gains over the next epoch minus the seed's parameter rent
+(plus the germination bonus, if one is configured). Memory is sampled after every lockstep
+epoch, and each batch's steps go to the reward hacking detector. One trace per batch: the
 `esper.batch` root links to the run's `esper.run` span; under it one `esper.episode` per
 environment holding its `esper.epoch` spans, and the `esper.ppo.update` span.
 """
@@ -82,7 +82,7 @@ class _Decision:
     logprobs: torch.Tensor
     values: torch.Tensor
     hidden: Hidden
-    accuracies: list[float]
+    contributions: list[float]
     germinated: list[bool]
 
 
@@ -267,9 +267,10 @@ class VectorizedTrainer:
                 self.memory.sample(batch, epoch)
                 accuracies = [self._signals(env).val_accuracy for env in envs]
                 if pending is not None:
-                    step_rewards = self._rewards(envs, pending, accuracies)
+                    step_rewards = self._rewards(envs, pending)
                     returns = [total + r for total, r in zip(returns, step_rewards, strict=True)]
-                    steps += _outcomes(pending, step_rewards, accuracies)
+                    contributions = [env.slot.contribution for env in envs]
+                    steps += _outcomes(pending, step_rewards, contributions)
                     if buffer is not None:
                         done = float(epoch == config.max_epochs)
                         buffer.add(
@@ -283,7 +284,7 @@ class VectorizedTrainer:
                             pending.hidden,
                         )
                 if epoch < config.max_epochs:
-                    pending, hidden = self._decide(envs, epoch, hidden, accuracies, epoch_spans)
+                    pending, hidden = self._decide(envs, epoch, hidden, epoch_spans)
                 if self.on_epoch is not None:
                     self.on_epoch(len(envs) / config.max_epochs)
             finally:
@@ -307,7 +308,6 @@ class VectorizedTrainer:
         envs: list[HostEnvironment],
         epoch: int,
         hidden: Hidden,
-        accuracies: list[float],
         epoch_spans: list[Span],
     ) -> tuple[_Decision, Hidden]:
         """Choose and apply one action per environment (under that env's epoch span);
@@ -329,24 +329,32 @@ class VectorizedTrainer:
             actions = torch.tensor([int(a) for a in decided])
             logprobs = values = torch.zeros(len(envs))
             next_hidden = None
+        # Taken before acting: a cull's reward is the contribution it gives up.
+        contributions = [env.slot.contribution for env in envs]
         chosen = zip(envs, epoch_spans, actions.tolist(), masks.tolist(), strict=True)
         germinated = []
         for env, span, action, mask in chosen:
             with trace.use_span(span, end_on_exit=False):
                 executed = run_command(env, Action(action), mask[action], self.config.controller)
             germinated.append(executed and Action(action).is_germinate)
-        decision = _Decision(obs, masks, actions, logprobs, values, hidden, accuracies, germinated)
+        decision = _Decision(
+            obs, masks, actions, logprobs, values, hidden, contributions, germinated
+        )
         return decision, next_hidden
 
-    def _rewards(
-        self, envs: list[HostEnvironment], decision: _Decision, after: list[float]
-    ) -> list[float]:
-        steps = zip(envs, decision.accuracies, after, decision.germinated, strict=True)
+    def _rewards(self, envs: list[HostEnvironment], decision: _Decision) -> list[float]:
+        """Each environment's reward for `decision`, now that the next epoch has run."""
+        steps = zip(envs, decision.contributions, decision.germinated, strict=True)
         return [
             step_reward(
-                b, a, env.seed_params, env.host_params, self.config.reward, germinated=germinated
+                before,
+                env.slot.contribution,
+                env.seed_params,
+                env.host_params,
+                self.config.reward,
+                germinated=germinated,
             )
-            for env, b, a, germinated in steps
+            for env, before, germinated in steps
         ]
 
     @staticmethod
@@ -400,8 +408,11 @@ def _in_spans(spans: list[Span]) -> Scope:
 
 
 def _outcomes(
-    decision: _Decision, rewards: list[float], accuracies: list[float]
+    decision: _Decision, rewards: list[float], contributions: list[float]
 ) -> list[StepOutcome]:
-    """Each env's step of `decision`: its action, reward and accuracy gain."""
-    steps = zip(decision.actions.tolist(), rewards, decision.accuracies, accuracies, strict=True)
+    """Each env's step of `decision`: its action, reward and the accuracy it bought, the
+    seed's contribution gained (the host's own learning is no controller's doing)."""
+    steps = zip(
+        decision.actions.tolist(), rewards, decision.contributions, contributions, strict=True
+    )
     return [StepOutcome(Action(a), r, after - before) for a, r, before, after in steps]

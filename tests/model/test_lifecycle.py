@@ -118,6 +118,35 @@ def test_alpha_ramps_over_the_blending_epochs(drive: Driver) -> None:
     assert slot.alpha == 1.0
 
 
+def test_contribution_is_what_the_seed_adds_while_it_reaches_the_host(drive: Driver) -> None:
+    slot = make_slot(SlotConfig(training_epochs=2, blending_epochs=2))
+    assert slot.contribution == 0.0
+    slot.germinate("conv_heavy", "s0")
+    slot.step_epoch(80.0)
+    assert slot.stage == SeedStage.TRAINING and slot.contribution == 0.0
+    slot.step_epoch(80.0)
+    assert slot.stage == SeedStage.BLENDING and slot.contribution == 0.0  # not measured yet
+    slot.step_epoch(79.0, 80.5)
+    assert slot.contribution == pytest.approx(-1.5)
+    slot.step_epoch(83.0, 80.0)
+    assert slot.contribution == pytest.approx(3.0)
+    drive(slot, SeedStage.PROBATIONARY)
+    slot.step_epoch(84.0, 82.0)
+    assert slot.fossilize()
+    slot.step_epoch(85.0)
+    assert slot.contribution == pytest.approx(2.0)  # permanent: its last measure stands
+
+
+def test_a_culled_seed_contributes_nothing(drive: Driver) -> None:
+    slot = make_slot()
+    step_in_probation(slot, drive, contribution=2.0)
+    assert slot.contribution == pytest.approx(2.0)
+    assert slot.cull("controller")
+    assert slot.contribution == 0.0
+    slot.step_epoch(80.0)
+    assert slot.stage == SeedStage.EMBARGOED and slot.contribution == 0.0
+
+
 def test_fossilize_passes_the_gate_at_the_minimum(events: EventRecorder, drive: Driver) -> None:
     slot = make_slot(SlotConfig(min_fossilize_improvement=0.5))
     step_in_probation(slot, drive, contribution=0.5)

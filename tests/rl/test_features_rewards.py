@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import replace
 
 import pytest
 
+from app.contracts.actions import BLUEPRINTS
 from app.contracts.seeds import SeedState
 from app.contracts.signals import TrainingSignals
 from app.contracts.stages import SeedStage
@@ -128,52 +131,89 @@ def test_observation_reflects_the_host_and_the_seed() -> None:
     assert max(abs(v) for v in live) <= 5.0
 
 
+def test_the_seed_blueprint_is_one_hot_after_the_stage() -> None:
+    offset = STAGE_OFFSET + len(STAGES)
+    dormant = observation(make_signals(), make_seed(SeedStage.DORMANT), 5, 20)
+    assert dormant[offset : offset + len(BLUEPRINTS)] == [0.0] * len(BLUEPRINTS)
+    for blueprint in BLUEPRINTS:
+        seed = replace(make_seed(SeedStage.TRAINING), blueprint_id=blueprint)
+        obs = observation(make_signals(), seed, 5, 20)
+        assert obs[offset : offset + len(BLUEPRINTS)] == [float(b == blueprint) for b in BLUEPRINTS]
+
+
 # ---------------------------------------------------------------- reward
 #
-# The reward is (accuracy gain in pp - rent in pp) times a fixed unit (pp or a fraction of
-# accuracy; the scale is the trainer's choice), so the tests measure the unit first.
+# The reward is (contribution gained in pp - rent in pp) times a fixed unit (pp or a
+# fraction of accuracy; the scale is the trainer's choice), so the tests measure the unit
+# first. A contribution is what the slot adds to the host's accuracy: 0 without a seed.
 
 HOST = 10_000
 
 
 def unit(config: RewardConfig | None = None) -> float:
-    """The reward of a 1 pp gain without a seed."""
-    return step_reward(70.0, 71.0, 0, HOST, config or RewardConfig())
+    """The reward of a 1 pp gain of contribution without rent."""
+    return step_reward(0.0, 1.0, 0, HOST, config or RewardConfig())
 
 
 def test_reward_unit_is_positive_and_fixed() -> None:
     assert unit() > 0
-    assert step_reward(10.0, 11.0, 0, 77, RewardConfig()) == pytest.approx(unit())
+    assert step_reward(3.0, 4.0, 0, 77, RewardConfig()) == pytest.approx(unit())
     assert unit(RewardConfig(param_rent=3.0)) == pytest.approx(unit())
 
 
-def test_reward_without_a_seed_is_the_accuracy_gain() -> None:
+def test_reward_is_the_contribution_gained() -> None:
     config = RewardConfig()
-    assert step_reward(70.0, 72.5, 0, HOST, config) == pytest.approx(2.5 * unit())
-    assert step_reward(72.5, 70.0, 0, HOST, config) == pytest.approx(-2.5 * unit())
-    assert step_reward(70.0, 70.0, 0, HOST, config) == 0.0
-    assert step_reward(40.0, 90.0, 0, HOST, config) == pytest.approx(50.0 * unit())
+    assert step_reward(0.0, 2.5, 0, HOST, config) == pytest.approx(2.5 * unit())
+    assert step_reward(2.5, 0.0, 0, HOST, config) == pytest.approx(-2.5 * unit())
+    assert step_reward(-1.0, 1.0, 0, HOST, config) == pytest.approx(2.0 * unit())
+    assert step_reward(0.0, 0.0, 0, HOST, config) == 0.0
+
+
+def test_an_episodes_rewards_sum_to_the_final_contribution_less_rent() -> None:
+    config = RewardConfig(param_rent=0.2)
+    seed = HOST // 4
+    # before blending, blending, a dip, kept: the rewards telescope
+    contributions = [0.0, 0.0, -1.5, 2.0, 4.0, 3.5]
+    rewards = [
+        step_reward(before, after, seed, HOST, config)
+        for before, after in itertools.pairwise(contributions)
+    ]
+    rent = 0.2 * 0.25 * len(rewards)
+    assert sum(rewards) == pytest.approx((3.5 - rent) * unit())
+
+
+def test_germinating_and_culling_in_a_loop_earns_nothing_but_rent() -> None:
+    config = RewardConfig(param_rent=0.2)
+    seed = HOST // 2
+    # germinate, blend to +1 pp, cull (back to 0), over and over
+    contributions = [0.0, 0.0, 1.0, 0.0] * 5 + [0.0]
+    rewards = [
+        step_reward(before, after, seed, HOST, config)
+        for before, after in itertools.pairwise(contributions)
+    ]
+    assert sum(rewards) == pytest.approx(-0.2 * 0.5 * len(rewards) * unit())
+    assert sum(rewards) < 0
 
 
 def test_reward_charges_rent_proportional_to_seed_over_host_params() -> None:
     config = RewardConfig(param_rent=0.2)
     u = unit(config)
     # a seed as large as the host costs param_rent pp per step
-    assert step_reward(70.0, 70.0, HOST, HOST, config) == pytest.approx(-0.2 * u)
-    assert step_reward(70.0, 71.0, 1_000, HOST, config) == pytest.approx((1.0 - 0.02) * u)
-    rents = [-step_reward(70.0, 70.0, seed, HOST, config) / u for seed in (500, 1000, 2000)]
+    assert step_reward(1.0, 1.0, HOST, HOST, config) == pytest.approx(-0.2 * u)
+    assert step_reward(1.0, 2.0, 1_000, HOST, config) == pytest.approx((1.0 - 0.02) * u)
+    rents = [-step_reward(1.0, 1.0, seed, HOST, config) / u for seed in (500, 1000, 2000)]
     assert rents == pytest.approx([0.01, 0.02, 0.04])
     # rent scales with the seed/host ratio, not the absolute sizes
-    assert step_reward(60.0, 61.0, 50, 100, config) == pytest.approx(
-        step_reward(60.0, 61.0, 5000, 10_000, config)
+    assert step_reward(1.0, 2.0, 50, 100, config) == pytest.approx(
+        step_reward(1.0, 2.0, 5000, 10_000, config)
     )
-    assert step_reward(60.0, 61.0, 50, 100, config) == pytest.approx(0.9 * u)
+    assert step_reward(1.0, 2.0, 50, 100, config) == pytest.approx(0.9 * u)
 
 
 def test_reward_rent_scales_with_param_rent() -> None:
     u = unit()
-    cheap = step_reward(50.0, 51.0, 2_000, 8_000, RewardConfig(param_rent=0.0))
-    dear = step_reward(50.0, 51.0, 2_000, 8_000, RewardConfig(param_rent=2.0))
+    cheap = step_reward(0.0, 1.0, 2_000, 8_000, RewardConfig(param_rent=0.0))
+    dear = step_reward(0.0, 1.0, 2_000, 8_000, RewardConfig(param_rent=2.0))
     assert cheap == pytest.approx(1.0 * u)
     assert dear == pytest.approx((1.0 - 2.0 * 0.25) * u)
 
@@ -182,9 +222,9 @@ def test_a_seed_must_pay_for_itself() -> None:
     config = RewardConfig(param_rent=0.2)
     # a seed half the host's size that adds nothing is penalized; one that adds more than
     # its rent (0.1 pp) is rewarded
-    assert step_reward(70.0, 70.0, HOST // 2, HOST, config) < 0
-    assert step_reward(70.0, 70.05, HOST // 2, HOST, config) < 0
-    assert step_reward(70.0, 70.25, HOST // 2, HOST, config) > 0
+    assert step_reward(1.0, 1.0, HOST // 2, HOST, config) < 0
+    assert step_reward(1.0, 1.05, HOST // 2, HOST, config) < 0
+    assert step_reward(1.0, 1.25, HOST // 2, HOST, config) > 0
 
 
 def test_default_param_rent() -> None:
@@ -194,6 +234,6 @@ def test_default_param_rent() -> None:
 def test_germination_bonus_is_paid_only_for_a_germination() -> None:
     config = RewardConfig(param_rent=0.0, germination_bonus=3.0)
     u = unit(config)
-    assert step_reward(70.0, 70.0, 0, HOST, config, germinated=True) == pytest.approx(3.0 * u)
-    assert step_reward(70.0, 70.0, 0, HOST, config) == 0.0
+    assert step_reward(0.0, 0.0, 0, HOST, config, germinated=True) == pytest.approx(3.0 * u)
+    assert step_reward(0.0, 0.0, 0, HOST, config) == 0.0
     assert RewardConfig().germination_bonus == 0.0

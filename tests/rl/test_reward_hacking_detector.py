@@ -119,6 +119,19 @@ def test_an_action_whose_reward_matches_its_gain_is_not_suspected(events: EventR
     assert events.of_type(EventType.REWARD_HACKING_SUSPECTED) == []
 
 
+def test_reward_paid_for_by_accuracy_is_not_suspected_however_it_is_shared(
+    events: EventRecorder,
+) -> None:
+    # WAIT pays the seed's rent, so its net reward is negative; FOSSILIZE then holds all of
+    # the little positive reward there is, yet every point of it was bought with accuracy.
+    detector = RewardHackingDetector(CONFIG)
+    waits = [StepOutcome(Action.WAIT, 0.001 - 0.002, 0.1) for _ in range(20)]
+    fossilizes = [StepOutcome(Action.FOSSILIZE, 0.0025 - 0.0005, 0.25) for _ in range(4)]
+    for batch in range(1, 10):
+        detector.observe(batch, waits + fossilizes, 0.01, 70.0)
+    assert events.of_type(EventType.REWARD_HACKING_SUSPECTED) == []
+
+
 def test_a_lopsided_share_needs_enough_steps(events: EventRecorder) -> None:
     detector = RewardHackingDetector(RewardHackingConfig(window=WINDOW, min_action_steps=10))
     for batch in range(1, 5):

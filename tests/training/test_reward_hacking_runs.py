@@ -6,7 +6,6 @@ while accuracy does not)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from helpers import EventRecorder
 from app.contracts.events import EventType
 from app.rl.reward_hacking import RewardHackingConfig
 from app.rl.rewards import RewardConfig
-from app.training.config import CONTROLLER_PPO, RunConfig
+from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.vectorized import VectorizedTrainer
 
@@ -78,7 +77,6 @@ def test_ppo_farming_the_bonus_is_a_trend_divergence(
         episodes=64,
         max_epochs=12,
         reward=FARMABLE,
-        ppo=replace(CONTROLLER_PPO, lr=3e-3),
         reward_hacking=RewardHackingConfig(window=window),
     )
     germinations = run(config, synthetic)

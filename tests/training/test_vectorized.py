@@ -190,6 +190,8 @@ def test_static_run_is_the_host_alone_under_the_same_data(
     heuristic = list(events)
 
     assert [r.metrics for r in results] == [None]
+    # The reward is what a seed adds: the host's own accuracy gains earn nothing.
+    assert [r.avg_reward for r in results] == [0.0]
     kinds = {e.event_type for e in static}
     assert EventType.EPOCH_COMPLETED in kinds
     assert kinds <= {EventType.EPOCH_COMPLETED, EventType.TAMIYO_INITIATED}
@@ -455,9 +457,10 @@ def test_debug_level_adds_layer_grad_stats(
 def test_anomaly_is_emitted_before_its_update_and_escalates_the_next_ones(
     events: EventRecorder, make_config: MakeConfig, synthetic: Dataset
 ) -> None:
-    # explained_variance never reaches 2.0: every update is a value collapse.
+    # explained_variance never reaches 2.0: every update is a value collapse. Episodes long
+    # enough to grow seeds, so that the returns vary and explained variance is defined.
     thresholds = AnomalyThresholds(value_collapse=2.0, value_warmup_updates=0, escalation_updates=1)
-    config = make_config(anomaly=thresholds, episodes=6, max_epochs=3)
+    config = make_config(anomaly=thresholds, episodes=6)
     trainer = VectorizedTrainer(config, synthetic)
     run_all(trainer)
 
