@@ -19,6 +19,11 @@ LSTMState = tuple[torch.Tensor, torch.Tensor]
 # The recurrent state carried between steps: (h, c) of shape (1, batch, hidden), or None.
 Hidden = LSTMState | None
 
+# The value head starts near 0, the scale of the returns (fractions of accuracy): CleanRL's
+# std of 1 suits returns near 1, and here would leave the critic's first estimates tens of
+# times the returns, with value clipping letting each update recover only part of that.
+VALUE_INIT_STD = 0.01
+
 
 class PolicyOutput(NamedTuple):
     logits: torch.Tensor
@@ -107,7 +112,7 @@ class ActorCritic(ActorCriticBase):
             nn.Tanh(),
             layer_init(nn.Linear(hidden, hidden)),
             nn.Tanh(),
-            layer_init(nn.Linear(hidden, 1), std=1.0),
+            layer_init(nn.Linear(hidden, 1), std=VALUE_INIT_STD),
         )
 
     def forward(self, obs: torch.Tensor, masks: torch.Tensor, hidden: Hidden) -> PolicyOutput:
@@ -139,7 +144,7 @@ class RecurrentActorCritic(ActorCriticBase):
             else:
                 nn.init.constant_(param, 0.0)
         self.policy_head = layer_init(nn.Linear(hidden, num_actions), std=0.01)
-        self.value_head = layer_init(nn.Linear(hidden, 1), std=1.0)
+        self.value_head = layer_init(nn.Linear(hidden, 1), std=VALUE_INIT_STD)
 
     def forward(self, obs: torch.Tensor, masks: torch.Tensor, hidden: Hidden) -> PolicyOutput:
         features, next_hidden = self.lstm(self.encoder(obs), hidden)

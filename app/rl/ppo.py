@@ -131,6 +131,8 @@ class PPOAgent:
         """Run the PPO epochs over a full buffer and report what happened."""
         cfg = self.config
         advantages, returns = buffer.advantages_and_returns(cfg.gamma, cfg.gae_lambda)
+        if cfg.normalize_advantages:
+            advantages = normalized(advantages)
         batch = buffer.sequences(self._chunk_length(buffer.num_steps), advantages, returns)
         entropy_coef = self.entropy_coef()
         stats = UpdateStatistics()
@@ -214,3 +216,13 @@ class PPOAgent:
         """
         self.optimizer.found_inf = (~finite).to(torch.float32)  # type: ignore[attr-defined]
         self.optimizer.step()
+
+
+def normalized(advantages: torch.Tensor) -> torch.Tensor:
+    """Advantages at zero mean and unit variance over the whole update (not per minibatch:
+    a minibatch of a few episodes' steps is too small for a stable scale). Rewards of a
+    fraction of a point would otherwise leave the policy gradient far below the entropy
+    bonus."""
+    if advantages.numel() < 2:
+        return advantages
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)

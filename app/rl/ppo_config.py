@@ -16,6 +16,7 @@ class PPOConfig:
     `ent_coef_floor`. A recurrent update uses chunks of `chunk_length` steps, or whole
     episodes when None. `target_kl` None disables KL early stopping. `action_prior`, one
     logit per action, is the untrained policy's preference (uniform when None).
+    `normalize_advantages` scales each update's advantages to zero mean and unit variance.
     """
 
     lr: float = 3e-4
@@ -34,6 +35,7 @@ class PPOConfig:
     num_minibatches: int = 4
     chunk_length: int | None = None
     target_kl: float | None = 0.015
+    normalize_advantages: bool = True
     hidden_size: int = 64
     action_prior: tuple[float, ...] | None = None
 

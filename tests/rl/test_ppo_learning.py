@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.rl.buffer import RolloutBuffer
-from app.rl.ppo import PPOAgent
+from app.rl.ppo import PPOAgent, normalized
 from app.rl.ppo_config import PPOConfig
 
 MAX_UPDATES = 60
@@ -73,3 +73,12 @@ def test_checkpoint_round_trip_resumes_identically(plain_bandit, collect):
 
     assert restored.train_steps == agent.train_steps == 2
     assert first == second
+
+
+def test_advantages_are_normalized_over_the_whole_update() -> None:
+    advantages = torch.tensor([[0.01, 0.03], [-0.02, 0.06], [0.0, 0.02]])
+    result = normalized(advantages)
+    assert result.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert result.std().item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.equal(result.flatten().argsort(), advantages.flatten().argsort())
+    assert torch.equal(normalized(torch.full((4, 2), 0.5)), torch.zeros(4, 2))
