@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from app.contracts.actions import BLUEPRINTS
 from app.contracts.seeds import SeedState
 from app.contracts.signals import TrainingSignals
 from app.contracts.stages import SeedStage
 
 HISTORY = 5
-OBS_DIM = 10 + len(SeedStage) + 5 + HISTORY
+OBS_DIM = 10 + len(SeedStage) + len(BLUEPRINTS) + 5 + HISTORY
 
 
 def _clip(value: float, bound: float = 5.0) -> float:
@@ -24,6 +25,9 @@ def observation(
     history = [a / 100.0 for a in signals.accuracy_history[-HISTORY:]]
     history = [0.0] * (HISTORY - len(history)) + history
     stage = [1.0 if seed.stage == s else 0.0 for s in SeedStage]
+    # What a live seed is worth depends most on what it is; without this the critic must
+    # value a TRAINING seed of every blueprint alike, and WAIT beside it looks like rent.
+    blueprint = [1.0 if seed.blueprint_id == b else 0.0 for b in BLUEPRINTS]
     return [
         epoch / max_epochs,
         signals.val_accuracy / 100.0,
@@ -36,6 +40,7 @@ def observation(
         float(signals.host_stabilized),
         (signals.val_accuracy - signals.best_val_accuracy) / 10.0,
         *stage,
+        *blueprint,
         seed.alpha,
         min(seed.epochs_in_stage, 10) / 10.0,
         _clip(seed.counterfactual / 10.0),
