@@ -6,6 +6,9 @@ from enum import IntEnum
 
 from app.contracts.stages import CULLABLE_STAGES, SeedStage
 
+# The live stages in which a seed's contribution to the host has been measured.
+JUDGED_STAGES = CULLABLE_STAGES - {SeedStage.GERMINATED, SeedStage.TRAINING}
+
 BLUEPRINTS: tuple[str, ...] = ("conv_light", "conv_heavy", "depthwise", "attention", "norm")
 
 
@@ -44,7 +47,9 @@ def action_mask(stage: SeedStage, host_stabilized: bool) -> list[bool]:
     """Which actions are valid for a slot in `stage`; WAIT always is.
 
     Germination needs an empty slot on a stabilized host; FOSSILIZE is offered only in
-    PROBATIONARY, where the fossilization gate decides; CULL needs a live seed.
+    PROBATIONARY, where the fossilization gate decides; CULL needs a live seed that has
+    been measured, from BLENDING on: a seed in TRAINING has not yet touched the host's
+    output, so there is nothing to judge it by.
     """
     mask = [False] * NUM_ACTIONS
     mask[Action.WAIT] = True
@@ -54,6 +59,6 @@ def action_mask(stage: SeedStage, host_stabilized: bool) -> list[bool]:
                 mask[action] = True
     if stage == SeedStage.PROBATIONARY:
         mask[Action.FOSSILIZE] = True
-    if stage in CULLABLE_STAGES:
+    if stage in JUDGED_STAGES:
         mask[Action.CULL] = True
     return mask

@@ -48,10 +48,12 @@ CONTRACT_TRANSITIONS = {
     (S.CULLED, S.EMBARGOED),
     (S.EMBARGOED, S.DORMANT),
 }
-# Beyond the documented list: a GERMINATED seed is live (action_mask offers CULL for it), so it
-# may be culled before it starts training, as in the original Leyline table.
+# Beyond the documented list: a GERMINATED seed is live, so it may be culled before it starts
+# training, as in the original Leyline table.
 EXTRA_TRANSITIONS = {(S.GERMINATED, S.CULLED)}
 LIVE_STAGES = {S.GERMINATED, S.TRAINING, S.BLENDING, S.SHADOWING, S.PROBATIONARY}
+# The live stages whose seed has touched the host's output, so a controller can judge it.
+MEASURED_STAGES = {S.BLENDING, S.SHADOWING, S.PROBATIONARY}
 
 CONTRACT_EVENT_TYPES = [
     "SEED_GERMINATED",
@@ -184,7 +186,12 @@ def test_action_mask_rules(stage: SeedStage, stabilized: bool) -> None:
         if action.is_germinate:
             assert mask[action] == (stage == S.DORMANT and stabilized), action.name
     assert mask[Action.FOSSILIZE] == (stage == S.PROBATIONARY)
-    assert mask[Action.CULL] == (stage in LIVE_STAGES)
+    assert mask[Action.CULL] == (stage in MEASURED_STAGES)
+
+
+def test_a_seed_is_not_culled_before_it_has_been_measured() -> None:
+    for stage, stabilized in itertools.product((S.GERMINATED, S.TRAINING), (False, True)):
+        assert action_mask(stage, stabilized) == [a == Action.WAIT for a in Action]
 
 
 def test_germination_needs_a_stabilized_host() -> None:
