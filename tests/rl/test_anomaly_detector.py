@@ -40,7 +40,7 @@ HEALTHY = PPOUpdateMetrics(
     grad_norm=0.8,
     has_nan=False,
     has_inf=False,
-    train_steps=7,
+    train_steps=17,
     layer_grad_stats=None,
 )
 
@@ -106,7 +106,7 @@ def test_each_anomaly_becomes_a_complete_warning_event(case, events):
     assert event.data.keys() >= set(ANOMALY_FIELDS)
     assert event.data["anomaly_type"] == case.split("-")[0]
     assert event.data["detail"] == detail
-    assert event.data["train_steps"] == 7
+    assert event.data["train_steps"] == 17
     for key in ("ratio_max", "ratio_min", "explained_variance", "approx_kl", "clip_fraction"):
         assert event.data[key] == getattr(metrics, key)
     assert event.data["entropy"] == metrics.entropy
