@@ -5,14 +5,19 @@ collected by a counter only) once per seed. Prints, per controller, the mean and
 deviation over the seeds of the last batch's accuracy and of the mean of every batch's
 accuracy, with fossilizations and culls per episode and the training time.
 
-    python benchmarks/controllers.py --seeds 0 1 2 3 4
+    python benchmarks/controllers.py --seeds 0 1 2 3 4 --jobs 2
+
+`--jobs` runs that many trainings at once, one process each (a run's numbers do not depend
+on it; its seconds do, as the runs share the cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from statistics import fmean, stdev
 
@@ -73,8 +78,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--controllers", nargs="+", choices=CONTROLLERS, default=CONTROLLERS)
     parser.add_argument("--episodes", type=int, default=RunConfig.episodes)
+    parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(1)
     base = replace(RunConfig(), episodes=args.episodes, telemetry_level=TelemetryLevel.NORMAL)
     print(
         f"{base.dataset}, {base.envs} envs, {base.episodes} episodes of {base.max_epochs} "
@@ -82,15 +87,26 @@ def main() -> None:
     )
     print(
         f"{'controller':<10} {'last batch %':>15} {'run mean %':>15} "
-        f"{'fossilized/ep':>14} {'culled/ep':>10} {'s/run':>7}"
+        f"{'fossilized/ep':>14} {'culled/ep':>10} {'s/run':>7}   last batch % per seed"
     )
-    for controller in args.controllers:
-        runs = [train(replace(base, controller=controller, seed=s)) for s in args.seeds]
+    configs = [
+        replace(base, controller=controller, seed=seed)
+        for controller in args.controllers
+        for seed in args.seeds
+    ]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        args.jobs, context, initializer=torch.set_num_threads, initargs=(1,)
+    ) as pool:
+        outcomes = list(pool.map(train, configs))
+    for index, controller in enumerate(args.controllers):
+        runs = outcomes[index * len(args.seeds) : (index + 1) * len(args.seeds)]
         print(
             f"{controller:<10} {_spread([r.last_batch for r in runs]):>15} "
             f"{_spread([r.run_mean for r in runs]):>15} "
             f"{fmean(r.fossilized for r in runs):14.2f} {fmean(r.culled for r in runs):10.2f} "
-            f"{fmean(r.seconds for r in runs):7.1f}"
+            f"{fmean(r.seconds for r in runs):7.1f}   "
+            + " ".join(f"{r.last_batch:.2f}" for r in runs)
         )
 
 
