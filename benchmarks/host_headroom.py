@@ -5,7 +5,7 @@ configuration; a seed of the given blueprint is germinated as soon as the stabil
 latch fires and fossilized when it reaches PROBATIONARY (if the gate lets it). Prints the
 epoch at which the latch fired and the final validation accuracy, per seed and on average.
 
-    python benchmarks/host_headroom.py --seeds 3 --epochs 25
+    python benchmarks/host_headroom.py --seeds 3 --epochs 22
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--epochs", type=int, default=RunConfig.max_epochs)
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = RunConfig()

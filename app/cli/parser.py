@@ -12,7 +12,7 @@ from app.cli.errors import USAGE_ERROR
 from app.cli.replay import replay_command
 from app.cli.train import train_command
 from app.contracts.events import TelemetryLevel
-from app.training.config import CONTROLLERS
+from app.training.config import CONTROLLERS, RunConfig
 from app.training.datasets import DATASETS
 from app.training.overrides import FORMAT
 from app.training.progress import ProgressThresholds
@@ -48,9 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     add = train.add_argument
     add("--controller", choices=CONTROLLERS, default="ppo")
     add("--recurrent", action="store_true", help="LSTM policy instead of feedforward")
-    add("--envs", type=_bounded(int, 1, "--envs"), default=4, help="parallel environments")
-    add("--episodes", type=_bounded(int, 1, "--episodes"), default=32, help="total episodes")
-    add("--max-epochs", type=_bounded(int, 2, "--max-epochs"), default=25, help="per episode")
+    add(
+        "--envs",
+        type=_bounded(int, 1, "--envs"),
+        default=RunConfig.envs,
+        help="parallel environments",
+    )
+    add(
+        "--episodes",
+        type=_bounded(int, 1, "--episodes"),
+        default=RunConfig.episodes,
+        help="total episodes",
+    )
+    add(
+        "--max-epochs",
+        type=_bounded(int, 2, "--max-epochs"),
+        default=RunConfig.max_epochs,
+        help="per episode",
+    )
     add("--dataset", choices=DATASETS, default="digits")
     add("--data-dir", type=Path, help="where cifar10 lives; nothing is downloaded")
     add("--seed", type=_bounded(int, 0, "--seed", high=2**32 - 1), default=0)

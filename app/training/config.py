@@ -23,18 +23,26 @@ from app.training.progress import ProgressThresholds
 
 CONTROLLERS = ("ppo", "heuristic", "static")
 
-# PPO as tuned for the seed controller's episodes of 24 decisions. An untrained policy
-# that picks uniformly culls a live seed within a few epochs (CULL is one of two valid
-# actions), so it would almost never see what a blended seed is worth; a prior for WAIT
-# lets early episodes carry seeds far enough to learn from.
-WAIT_PRIOR_LOGIT = 2.0
+# PPO as tuned for the seed controller's episodes of 21 decisions, 8 updates in a default
+# run (docs/training.md). Returns run to the episode's end (gae_lambda 1): a germination
+# pays off only when the seed blends, epochs later, and a critic fitted on a few dozen
+# episodes is too rough to bootstrap from. The entropy bonus is annealed over those 8
+# updates, so the last batches act on what was learned. An untrained policy that picks
+# uniformly culls a live seed within a few epochs, so it would almost never see what a
+# blended seed is worth: the priors keep seeds through blending (against CULL) and
+# fossilize what passed probation (the gate still refuses a seed that adds too little).
+PRIOR_LOGITS = {Action.WAIT: 1.0, Action.FOSSILIZE: 2.0, Action.CULL: -3.0}
 CONTROLLER_PPO = PPOConfig(
     lr=1e-3,
+    gae_lambda=1.0,
+    clip_coef=0.3,
+    update_epochs=6,
+    target_kl=0.05,
     ent_coef=0.02,
-    ent_coef_final=0.005,
-    ent_anneal_updates=50,
-    ent_coef_floor=0.005,
-    action_prior=tuple(WAIT_PRIOR_LOGIT if a == Action.WAIT else 0.0 for a in Action),
+    ent_coef_final=0.002,
+    ent_anneal_updates=8,
+    ent_coef_floor=0.002,
+    action_prior=tuple(PRIOR_LOGITS.get(a, 0.0) for a in Action),
 )
 
 
@@ -44,7 +52,7 @@ class RunConfig:
     recurrent: bool = False
     envs: int = 4
     episodes: int = 32
-    max_epochs: int = 25
+    max_epochs: int = 22
     dataset: str = "digits"
     data_dir: Path | None = None
     seed: int = 0

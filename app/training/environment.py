@@ -40,7 +40,8 @@ class HostConfig:
     globally, cap the host alone near 79% validation accuracy (72-86% across seeds), and
     its learning rate decays by `lr_decay` per epoch so it converges and the stabilization
     latch fires at epoch 10-12. A seed gets a fresh optimizer at `seed_lr`; a conv_heavy
-    seed grown then lifts the host to about 89% by epoch 25 (benchmarks/host_headroom.py).
+    seed grown then lifts the host to about 86% by epoch 22, the default episode's end
+    (benchmarks/host_headroom.py).
     """
 
     width: int = 16
