@@ -132,7 +132,7 @@ class PPOAgent:
         cfg = self.config
         advantages, returns = buffer.advantages_and_returns(cfg.gamma, cfg.gae_lambda)
         if cfg.normalize_advantages:
-            advantages = normalized(advantages)
+            advantages = normalized(advantages, decided=buffer.masks.sum(-1) > 1)
         batch = buffer.sequences(self._chunk_length(buffer.num_steps), advantages, returns)
         entropy_coef = self.entropy_coef()
         stats = UpdateStatistics()
@@ -218,11 +218,15 @@ class PPOAgent:
         self.optimizer.step()
 
 
-def normalized(advantages: torch.Tensor) -> torch.Tensor:
+def normalized(advantages: torch.Tensor, decided: torch.Tensor) -> torch.Tensor:
     """Advantages at zero mean and unit variance over the whole update (not per minibatch:
-    a minibatch of a few episodes' steps is too small for a stable scale). Rewards of a
-    fraction of a point would otherwise leave the policy gradient far below the entropy
-    bonus."""
-    if advantages.numel() < 2:
+    a minibatch of a few episodes' steps is too small for a stable scale), measured on the
+    steps where the policy had a choice (`decided`). Rewards of a fraction of a point
+    would otherwise leave the policy gradient far below the entropy bonus. A step with one
+    valid action carries no policy gradient, and its advantage is the critic's error on a
+    return it cannot foresee; measured with them, the mean would shift every decision's
+    advantage by that error."""
+    chosen = advantages[decided] if int(decided.sum()) >= 2 else advantages.flatten()
+    if chosen.numel() < 2:
         return advantages
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    return (advantages - chosen.mean()) / (chosen.std() + 1e-8)

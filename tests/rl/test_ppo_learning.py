@@ -77,8 +77,23 @@ def test_checkpoint_round_trip_resumes_identically(plain_bandit, collect):
 
 def test_advantages_are_normalized_over_the_whole_update() -> None:
     advantages = torch.tensor([[0.01, 0.03], [-0.02, 0.06], [0.0, 0.02]])
-    result = normalized(advantages)
+    every_step = torch.ones(3, 2, dtype=torch.bool)
+    result = normalized(advantages, every_step)
     assert result.mean().item() == pytest.approx(0.0, abs=1e-6)
     assert result.std().item() == pytest.approx(1.0, abs=1e-5)
     assert torch.equal(result.flatten().argsort(), advantages.flatten().argsort())
-    assert torch.equal(normalized(torch.full((4, 2), 0.5)), torch.zeros(4, 2))
+    assert torch.equal(normalized(torch.full((3, 2), 0.5), every_step), torch.zeros(3, 2))
+
+
+def test_advantages_are_scaled_by_the_steps_with_a_choice() -> None:
+    # Forced steps (one valid action) carry the critic's error on returns it cannot
+    # foresee; the decisions alone set the mean and the scale.
+    advantages = torch.tensor([[5.0, 5.0], [0.1, -0.1], [0.3, -0.3]])
+    decided = torch.tensor([[False, False], [True, True], [True, True]])
+    result = normalized(advantages, decided)
+    assert result[decided].mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert result[decided].std().item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.all(result[decided].abs() < 2.0)
+    # Without a choice anywhere, every step counts.
+    nothing = torch.zeros(3, 2, dtype=torch.bool)
+    assert normalized(advantages, nothing).mean().item() == pytest.approx(0.0, abs=1e-6)
