@@ -226,7 +226,11 @@ def normalized(advantages: torch.Tensor, decided: torch.Tensor) -> torch.Tensor:
     valid action carries no policy gradient, and its advantage is the critic's error on a
     return it cannot foresee; measured with them, the mean would shift every decision's
     advantage by that error."""
-    chosen = advantages[decided] if int(decided.sum()) >= 2 else advantages.flatten()
-    if chosen.numel() < 2:
+    if advantages.numel() < 2:
         return advantages
-    return (advantages - chosen.mean()) / (chosen.std() + 1e-8)
+    # Weights rather than a boolean index, which would read the count back from the device.
+    weights = torch.where(decided.sum() >= 2, decided, torch.ones_like(decided)).float()
+    count = weights.sum()
+    mean = (advantages * weights).sum() / count
+    variance = ((advantages - mean) ** 2 * weights).sum() / (count - 1)
+    return (advantages - mean) / (variance.sqrt() + 1e-8)
