@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from app.contracts.stages import CULLABLE_STAGES, SeedStage
+from app.contracts.stages import CONTRIBUTING_STAGES, CULLABLE_STAGES, SeedStage
 
 # The live stages in which a seed's contribution to the host has been measured.
-JUDGED_STAGES = CULLABLE_STAGES - {SeedStage.GERMINATED, SeedStage.TRAINING}
+JUDGED_STAGES = CONTRIBUTING_STAGES & CULLABLE_STAGES
 
 BLUEPRINTS: tuple[str, ...] = ("conv_light", "conv_heavy", "depthwise", "attention", "norm")
 

@@ -29,6 +29,11 @@ VALID_TRANSITIONS: dict[SeedStage, frozenset[SeedStage]] = {
     SeedStage.EMBARGOED: frozenset({SeedStage.DORMANT}),
 }
 
+# Stages in which the seed's output is mixed into the host's forward pass.
+CONTRIBUTING_STAGES = frozenset(
+    {SeedStage.BLENDING, SeedStage.SHADOWING, SeedStage.PROBATIONARY, SeedStage.FOSSILIZED}
+)
+
 # Stages in which a live seed occupies the slot and may be culled.
 CULLABLE_STAGES = frozenset(
     {

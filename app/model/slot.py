@@ -21,14 +21,10 @@ from torch import Tensor, nn
 from app import telemetry
 from app.contracts.events import EventType, TelemetryEvent
 from app.contracts.seeds import SeedState
-from app.contracts.stages import SeedStage, can_transition
+from app.contracts.stages import CONTRIBUTING_STAGES, SeedStage, can_transition
 from app.model.blueprints import build_seed, count_params
 from app.settings import check
 
-# Stages in which the seed's output is mixed into the host's forward pass.
-CONTRIBUTING_STAGES = frozenset(
-    {SeedStage.BLENDING, SeedStage.SHADOWING, SeedStage.PROBATIONARY, SeedStage.FOSSILIZED}
-)
 # The stages a seed ends in, in the order a summary reports them.
 OUTCOMES = (SeedStage.FOSSILIZED, SeedStage.CULLED)
 

@@ -267,9 +267,9 @@ class VectorizedTrainer:
                 self.memory.sample(batch, epoch)
                 accuracies = [self._signals(env).val_accuracy for env in envs]
                 if pending is not None:
-                    step_rewards = self._rewards(envs, pending)
-                    returns = [total + r for total, r in zip(returns, step_rewards, strict=True)]
                     contributions = [env.slot.contribution for env in envs]
+                    step_rewards = self._rewards(envs, pending, contributions)
+                    returns = [total + r for total, r in zip(returns, step_rewards, strict=True)]
                     steps += _outcomes(pending, step_rewards, contributions)
                     if buffer is not None:
                         done = float(epoch == config.max_epochs)
@@ -342,19 +342,22 @@ class VectorizedTrainer:
         )
         return decision, next_hidden
 
-    def _rewards(self, envs: list[HostEnvironment], decision: _Decision) -> list[float]:
-        """Each environment's reward for `decision`, now that the next epoch has run."""
-        steps = zip(envs, decision.contributions, decision.germinated, strict=True)
+    def _rewards(
+        self, envs: list[HostEnvironment], decision: _Decision, contributions: list[float]
+    ) -> list[float]:
+        """Each environment's reward for `decision`, now that the next epoch has run and
+        its seed contributes `contributions`."""
+        steps = zip(envs, decision.contributions, contributions, decision.germinated, strict=True)
         return [
             step_reward(
                 before,
-                env.slot.contribution,
+                after,
                 env.seed_params,
                 env.host_params,
                 self.config.reward,
                 germinated=germinated,
             )
-            for env, before, germinated in steps
+            for env, before, after, germinated in steps
         ]
 
     @staticmethod
