@@ -242,10 +242,18 @@ def scraped_run(
     tmp_path: Path, binary: str, training: list[Training], servers: list[Prometheus]
 ) -> tuple[Training, Prometheus, str]:
     """A short synthetic `esper train --prometheus-port 0` that runs until stopped, and a
-    Prometheus of our own scraping it every second: (the run, the server, the run id)."""
+    Prometheus of our own scraping it every second: (the run, the server, the run id).
+
+    The critic is judged from its first update, whose explained variance is below the
+    collapse threshold, so that the run raises a warning event within seconds."""
     telemetry_dir = tmp_path / "telemetry"
     run = Training(
-        [*SHORT_RUN, *ENDLESS, "--prometheus-port", "0", "--telemetry-dir", str(telemetry_dir)],
+        [
+            *SHORT_RUN,
+            *ENDLESS,
+            *("--set", "anomaly.value_warmup_updates=0"),
+            *("--prometheus-port", "0", "--telemetry-dir", str(telemetry_dir)),
+        ],
         cwd=tmp_path,
     )
     training.append(run)

@@ -34,8 +34,8 @@ def test_a_real_prometheus_scrapes_every_metric_of_the_table_with_its_labels(
 ) -> None:
     run, prometheus, run_id = scraped_run(tmp_path, binary, training, servers)
 
-    # A short synthetic run detects value collapse in its first PPO update (seed 0:
-    # explained_variance about -14.5 < 0.1), so the anomaly counter has counted something.
+    # The run judges its critic from the first PPO update, whose explained variance is
+    # below 0.1, so the anomaly counter has counted something.
     anomaly = f'esper_anomalies_total{{run_id="{run_id}",anomaly_type="value_collapse"}} > 0'
     prometheus.wait_until(anomaly, timeout=120)
     # Every series once scraped: the histograms and PPO gauges exist from the first update.
