@@ -14,8 +14,9 @@ from app.settings import check, require
 @dataclass(frozen=True)
 class HeuristicConfig:
     """Germinate after `plateau_patience` epochs without progress on a stabilized host,
-    cycling through `blueprints`; fossilize a seed whose counterfactual contribution
-    reaches `min_contribution` pp, cull one that hurts by more than `cull_below` pp."""
+    each environment cycling through `blueprints` from its own place; fossilize a seed
+    whose counterfactual contribution reaches `min_contribution` pp, cull one that hurts
+    by more than `cull_below` pp."""
 
     plateau_patience: int = 1
     blueprints: tuple[str, ...] = BLUEPRINTS
@@ -29,19 +30,19 @@ class HeuristicConfig:
 
 
 class HeuristicController:
-    """Decides one action per environment from the host signals and the seed state."""
+    """Decides one action per environment from the host signals and the seed state, and
+    nothing else: an environment's decisions do not depend on the others'."""
 
     def __init__(self, config: HeuristicConfig | None = None) -> None:
         self.config = config or HeuristicConfig()
-        self.germinated = 0
 
-    def decide(self, signals: TrainingSignals, seed: SeedState) -> Action:
+    def decide(self, signals: TrainingSignals, seed: SeedState, turn: int = 0) -> Action:
+        """`turn` picks the blueprint to grow next: the environment's id plus the seeds it
+        has grown, so that the environments of a batch start the cycle apart."""
         config = self.config
         if seed.stage == SeedStage.DORMANT:
             if signals.host_stabilized and signals.plateau_epochs >= config.plateau_patience:
-                blueprint = config.blueprints[self.germinated % len(config.blueprints)]
-                self.germinated += 1
-                return germinate_action(blueprint)
+                return germinate_action(config.blueprints[turn % len(config.blueprints)])
             return Action.WAIT
         if seed.stage == SeedStage.PROBATIONARY:
             if seed.counterfactual >= config.min_contribution:

@@ -11,5 +11,5 @@ class StaticController:
     """Never grows a seed: every decision is WAIT. A run with it measures what the host
     reaches alone, under the same data, epochs and seeds as a run that grows."""
 
-    def decide(self, signals: TrainingSignals, seed: SeedState) -> Action:
+    def decide(self, signals: TrainingSignals, seed: SeedState, turn: int = 0) -> Action:
         return Action.WAIT

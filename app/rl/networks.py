@@ -63,9 +63,15 @@ def policy_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_probs.exp() * log_probs).sum(-1)
 
 
-def sample_actions(logits: torch.Tensor) -> torch.Tensor:
-    """One action per row of (batch, num_actions) logits, drawn from torch's global RNG."""
-    return torch.multinomial(logits.softmax(-1), 1).squeeze(-1)
+def sample_actions(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One action per row of (batch, num_actions) logits, drawn with `uniform`, noise of
+    the same shape in [0, 1).
+
+    Gumbel-max: the argmax of the logits plus Gumbel noise is a draw from their softmax.
+    Taking the noise as an argument lets each environment draw its own, so that its
+    actions do not depend on the other environments sampled beside it.
+    """
+    return (logits - torch.log(-torch.log(uniform))).argmax(-1)
 
 
 class ActorCriticBase(nn.Module, ABC):

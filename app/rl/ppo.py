@@ -104,17 +104,25 @@ class PPOAgent:
         masks: torch.Tensor,
         hidden: Hidden,
         deterministic: bool = False,
+        uniform: torch.Tensor | None = None,
     ) -> ActResult:
         """Pick one action per environment from obs (N, obs_dim) and masks (N, actions).
 
         `hidden` is the state returned by the previous step, or `initial_hidden(N)` at the
-        start of an episode; the result carries the state for the next step.
+        start of an episode; the result carries the state for the next step. `uniform`
+        (N, actions) in [0, 1) is the noise the actions are sampled with, by default drawn
+        from torch's global generator.
         """
         obs, masks = obs.to(self.device), masks.to(self.device)
         with torch.no_grad():
             output: PolicyOutput = self.network(obs.unsqueeze(1), masks.unsqueeze(1), hidden)
             logits = output.logits.squeeze(1)
-            actions = logits.argmax(-1) if deterministic else sample_actions(logits)
+            if deterministic:
+                actions = logits.argmax(-1)
+            else:
+                if uniform is None:
+                    uniform = torch.rand(masks.shape, device=self.device)
+                actions = sample_actions(logits, uniform.to(self.device))
             logprobs = action_log_probs(logits, actions)
             return ActResult(actions, logprobs, output.values.squeeze(1), output.hidden)
 

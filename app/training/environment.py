@@ -3,12 +3,19 @@
 The vectorized loop owns N of these and an `EnvironmentBatch` steps them in lockstep; each
 has its own host, data order and tracker, so the episodes of one batch are independent
 samples.
+
+Each environment draws all its randomness (its data order, its hosts' and seeds'
+initial weights, the noise its controller's actions are sampled with) from a generator of
+its own, seeded from the run's seed and its id: an environment's episodes are the same
+whichever process steps it, and whichever other environments step beside it.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -108,7 +115,7 @@ class HostEnvironment:
         host_config: HostConfig,
         slot_config: SlotConfig,
         tracker_config: TrackerConfig,
-        data_seed: int,
+        seed: int,
         device: torch.device,
         health_config: HostHealthConfig | None = None,
     ) -> None:
@@ -119,26 +126,36 @@ class HostEnvironment:
         self.tracker_config = tracker_config
         self.device = device
         self.health_config = health_config or HostHealthConfig()
-        self.data_order = torch.Generator().manual_seed(data_seed)
+        self.rng = torch.Generator().manual_seed(seed)
         self.seeds_grown = 0
         self.check_counts = CheckCounts()
         # The slot's own tally (the same object) and those of the episodes before.
         self._episode_outcomes: Counter[tuple[str, SeedStage]] = Counter()
         self._earlier_outcomes: Counter[tuple[str, SeedStage]] = Counter()
 
+    @contextmanager
+    def drawing(self) -> Iterator[None]:
+        """Inside, torch's global generator (which module initialization draws from) is
+        seeded from this environment's own; outside, it is as it was before."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (), generator=self.rng)))
+            yield
+
     def build_host(self) -> HostCNN:
         """A freshly initialized host for this environment's next episode."""
         data = self.dataset
-        return HostCNN(
-            data.in_channels,
-            data.num_classes,
-            data.image_size,
-            width=self.host_config.width,
-            block2_width=self.host_config.block2_width,
-            block3_width=self.host_config.block3_width,
-            env_id=self.env_id,
-            slot_config=self.slot_config,
-        ).to(self.device)
+        with self.drawing():
+            host = HostCNN(
+                data.in_channels,
+                data.num_classes,
+                data.image_size,
+                width=self.host_config.width,
+                block2_width=self.host_config.block2_width,
+                block3_width=self.host_config.block3_width,
+                env_id=self.env_id,
+                slot_config=self.slot_config,
+            )
+        return host.to(self.device)
 
     def reset(self, host: HostCNN, host_optimizer: EnvAdamState, gradients: LeakProbe) -> None:
         """Start a new episode on `host` (from `build_host`), whose weights the batch's
@@ -214,7 +231,8 @@ class HostEnvironment:
         blueprint = action.blueprint
         if blueprint is not None:
             seed_id = f"env{self.env_id}_seed_{self.seeds_grown}"
-            grown = slot.germinate(blueprint, seed_id)
+            with self.drawing():
+                grown = slot.germinate(blueprint, seed_id)
             self.seeds_grown += grown
             return grown
         if action == Action.FOSSILIZE:

@@ -96,7 +96,7 @@ class EnvironmentBatch:
         # Each order comes from its environment's CPU generator whatever the device, so a
         # seed gives the same data order everywhere; moved once, the data only indexed.
         count = len(data.train_y)
-        orders = torch.stack([torch.randperm(count, generator=env.data_order) for env in envs])
+        orders = torch.stack([torch.randperm(count, generator=env.rng) for env in envs])
         total_loss = torch.zeros(len(envs), device=self.device)
         correct = torch.zeros(len(envs), device=self.device)
         for index in torch.split(orders.to(self.device), self.host_config.batch_size, dim=1):

@@ -30,9 +30,8 @@ class ResumeState:
     accuracies: list[float]
     rewards: list[float]
     escalation_remaining: int
-    heuristic_germinated: int
     torch_rng: torch.Tensor
-    data_rng: list[torch.Tensor]
+    env_rng: list[torch.Tensor]
     seeds_grown: list[int]
 
 
@@ -74,11 +73,10 @@ def read_state(state: Mapping[str, Any], envs: int) -> ResumeState:
         accuracies=_history(state, "accuracies", history, 0.0, 100.0),
         rewards=_history(state, "rewards", history, -math.inf, math.inf),
         escalation_remaining=_count(state, "escalation_remaining"),
-        heuristic_germinated=_count(state, "heuristic_germinated"),
         torch_rng=_rng_state(state.get("torch_rng"), "torch_rng"),
-        data_rng=[
-            _rng_state(item, f"data_rng[{env}]")
-            for env, item in enumerate(_list(state, "data_rng", envs))
+        env_rng=[
+            _rng_state(item, f"env_rng[{env}]")
+            for env, item in enumerate(_list(state, "env_rng", envs))
         ],
         seeds_grown=[
             _non_negative(item, f"seeds_grown[{env}]")

@@ -113,7 +113,7 @@ class VectorizedTrainer:
                 config.host,
                 config.slot,
                 config.tracker,
-                data_seed=config.seed * 10_007 + env_id,
+                seed=config.seed * 10_007 + env_id,
                 device=self.device,
                 health_config=config.health,
             )
@@ -124,9 +124,10 @@ class VectorizedTrainer:
             if config.controller == "ppo"
             else None
         )
-        self.heuristic = HeuristicController(config.heuristic)
         self.rules: HeuristicController | StaticController = (
-            StaticController() if config.controller == "static" else self.heuristic
+            StaticController()
+            if config.controller == "static"
+            else HeuristicController(config.heuristic)
         )
         self.detector = AnomalyDetector(config.anomaly)
         self.escalation = TelemetryEscalation(
@@ -150,9 +151,8 @@ class VectorizedTrainer:
             "accuracies": list(progress.accuracies),
             "rewards": list(progress.rewards),
             "escalation_remaining": self.escalation.remaining,
-            "heuristic_germinated": self.heuristic.germinated,
             "torch_rng": torch.get_rng_state(),
-            "data_rng": [env.data_order.get_state() for env in self.envs],
+            "env_rng": [env.rng.get_state() for env in self.envs],
             "seeds_grown": [env.seeds_grown for env in self.envs],
         }
 
@@ -172,8 +172,8 @@ class VectorizedTrainer:
             if self.agent is not None:
                 self.agent.load_state_dict(state["agent"])
             torch.set_rng_state(saved.torch_rng)
-            for env, rng, grown in zip(self.envs, saved.data_rng, saved.seeds_grown, strict=True):
-                env.data_order.set_state(rng)
+            for env, rng, grown in zip(self.envs, saved.env_rng, saved.seeds_grown, strict=True):
+                env.rng.set_state(rng)
                 env.seeds_grown = grown
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -181,7 +181,6 @@ class VectorizedTrainer:
                 f"state does not fit this run: {type(error).__name__} {reason}".strip()
             ) from None
         self.escalation.remaining = saved.escalation_remaining
-        self.heuristic.germinated = saved.heuristic_germinated
         telemetry.set_level(self.escalation.level)
         self.progress.batches_completed = saved.batches_completed
         self.progress.episodes_completed = saved.episodes_completed
@@ -321,11 +320,16 @@ class VectorizedTrainer:
             [action_mask(env.slot.stage, self._signals(env).host_stabilized) for env in envs]
         )
         if self.agent is not None:
-            result = self.agent.act(obs, masks, hidden)
+            # Each environment's own noise, so that its actions are the same in any process.
+            uniform = torch.stack([torch.rand(NUM_ACTIONS, generator=env.rng) for env in envs])
+            result = self.agent.act(obs, masks, hidden, uniform=uniform)
             actions, logprobs, values = result.actions, result.logprobs, result.values
             next_hidden = result.hidden
         else:
-            decided = [self.rules.decide(self._signals(env), env.slot.state) for env in envs]
+            decided = [
+                self.rules.decide(self._signals(env), env.slot.state, env.env_id + env.seeds_grown)
+                for env in envs
+            ]
             actions = torch.tensor([int(a) for a in decided])
             logprobs = values = torch.zeros(len(envs))
             next_hidden = None

@@ -75,30 +75,26 @@ def test_default_patience_is_one_epoch() -> None:
     assert controller.decide(signals(plateau_epochs=1), seed(SeedStage.DORMANT)).is_germinate
 
 
-def test_germination_cycles_through_the_blueprints() -> None:
+def test_germination_cycles_through_the_blueprints_by_turn() -> None:
     controller = HeuristicController()
-    decisions = [controller.decide(signals(), seed(SeedStage.DORMANT)) for _ in range(12)]
+    decisions = [controller.decide(signals(), seed(SeedStage.DORMANT), turn) for turn in range(12)]
     expected = [BLUEPRINTS[i % len(BLUEPRINTS)] for i in range(12)]
     assert [d.blueprint for d in decisions] == expected
     assert set(BLUEPRINTS) == {"conv_light", "conv_heavy", "depthwise", "attention", "norm"}
 
 
-def test_waiting_does_not_advance_the_blueprint_cycle() -> None:
+def test_a_decision_depends_on_its_environment_alone() -> None:
     controller = HeuristicController()
     dormant = seed(SeedStage.DORMANT)
-    blueprints = []
-    for stabilized in (True, False, False, True, False, True):
-        decision = controller.decide(signals(stabilized=stabilized), dormant)
-        if stabilized:
-            blueprints.append(decision.blueprint)
-        else:
-            assert decision == Action.WAIT
-    assert blueprints == list(BLUEPRINTS[:3])
+    first = controller.decide(signals(), dormant, turn=2)
+    for turn in range(5):
+        controller.decide(signals(), dormant, turn)
+    assert controller.decide(signals(), dormant, turn=2) == first
 
 
 def test_custom_blueprints_are_cycled() -> None:
     controller = HeuristicController(HeuristicConfig(blueprints=("norm", "attention")))
-    decisions = [controller.decide(signals(), seed(SeedStage.DORMANT)) for _ in range(5)]
+    decisions = [controller.decide(signals(), seed(SeedStage.DORMANT), turn) for turn in range(5)]
     assert decisions == [
         Action.GERMINATE_NORM,
         Action.GERMINATE_ATTENTION,

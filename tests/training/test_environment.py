@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers import train_alone
 
+from app.contracts.actions import germinate_action
 from app.contracts.stages import SeedStage
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
@@ -12,11 +14,13 @@ from app.training.environment import HostEnvironment
 from app.training.environment_batch import EnvironmentBatch
 
 
-def test_the_same_data_seed_gives_the_same_epochs(synthetic: Dataset) -> None:
+def test_the_same_seed_gives_the_same_epochs_whatever_the_global_generator(
+    synthetic: Dataset,
+) -> None:
     config = RunConfig(dataset="synthetic")
 
-    def epochs() -> list[tuple[float, float, float, float]]:
-        torch.manual_seed(0)
+    def epochs(global_seed: int) -> list[tuple[float, float, float, float]]:
+        torch.manual_seed(global_seed)
         env = HostEnvironment(
             0, synthetic, config.host, config.slot, config.tracker, 3, torch.device("cpu")
         )
@@ -24,7 +28,39 @@ def test_the_same_data_seed_gives_the_same_epochs(synthetic: Dataset) -> None:
         runs = [run_epoch(epoch).signals for epoch in range(1, 4)]
         return [(s.train_loss, s.train_accuracy, s.val_loss, s.val_accuracy) for s in runs]
 
-    assert epochs() == epochs()
+    assert epochs(0) == epochs(1)
+
+
+def test_an_environment_steps_the_same_beside_others_as_alone(synthetic: Dataset) -> None:
+    """What lets an environment move to another process: its epochs, seed included, do
+    not depend on which environments are stacked beside it, up to rounding (the stacked
+    kernels sum in an order that depends on how many hosts are stacked)."""
+    config = RunConfig(dataset="synthetic")
+
+    def epochs(env_ids: list[int]) -> list[tuple[float, float, float, float, str]]:
+        envs = [
+            HostEnvironment(
+                i, synthetic, config.host, config.slot, config.tracker, 3 + i, torch.device("cpu")
+            )
+            for i in env_ids
+        ]
+        batch = EnvironmentBatch(envs)
+        found = []
+        for epoch in range(1, 6):
+            if epoch == 3:
+                for env in envs:
+                    env.apply(germinate_action("conv_light"))
+            s = batch.run_epoch(epoch)[-1].signals
+            stage = envs[-1].slot.stage.name
+            found.append((s.train_loss, s.train_accuracy, s.val_loss, s.val_accuracy, stage))
+        return found
+
+    beside, alone = epochs([0, 1, 2]), epochs([2])
+    one_sample = 100 / len(synthetic.val_y)
+    for (*numbers, stage), (*expected, expected_stage) in zip(beside, alone, strict=True):
+        assert stage == expected_stage
+        assert numbers[0::2] == pytest.approx(expected[0::2], rel=1e-3)  # losses
+        assert numbers[1::2] == pytest.approx(expected[1::2], abs=one_sample)  # accuracies
 
 
 def test_a_dataset_already_on_the_device_is_the_same_object(synthetic: Dataset) -> None:

@@ -112,7 +112,7 @@ def _reference_epoch(env: HostEnvironment) -> Measured:
     seed_params = host.seed_parameters()
     seed_optimizer = Adam(seed_params, CONFIG.host.seed_lr, foreach=False) if seed_params else None
     host.train()
-    order = torch.randperm(len(data.train_y), generator=env.data_order)
+    order = torch.randperm(len(data.train_y), generator=env.rng)
     loss_sum, correct = 0.0, 0
     for index in order.split(CONFIG.host.batch_size):
         x, y = data.train_x[index], data.train_y[index]

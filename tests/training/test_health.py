@@ -51,7 +51,7 @@ def make_env(
         HostConfig(),
         slot,
         tracker or TrackerConfig(stabilization_epochs=2),
-        data_seed=env_id,
+        seed=env_id,
         device=torch.device("cpu"),
         health_config=health,
     )

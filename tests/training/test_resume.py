@@ -96,8 +96,8 @@ BAD_FIELDS = [
     ),
     pytest.param(changed("torch_rng", [1, 2]), "torch_rng is a list, not a random", id="rng-list"),
     pytest.param(
-        changed("data_rng", [torch.get_rng_state()]),
-        "data_rng has 1 items, this run needs 2",
+        changed("env_rng", [torch.get_rng_state()]),
+        "env_rng has 1 items, this run needs 2",
         id="data-rng-count",
     ),
     pytest.param(changed("seeds_grown", [0, -3]), "seeds_grown[1] is -3", id="seeds-negative"),
@@ -174,7 +174,7 @@ def test_a_bad_agent_state_says_what_does_not_fit(
 def test_a_sound_state_reads_back_as_written(state: State) -> None:
     saved = read_state(state, envs=2)
     assert (saved.batches_completed, saved.episodes_completed) == (1, 2)
-    assert saved.accuracies == state["accuracies"] and len(saved.data_rng) == 2
+    assert saved.accuracies == state["accuracies"] and len(saved.env_rng) == 2
 
 
 def test_a_short_last_batch_is_a_sound_episode_count(state: State) -> None:

@@ -271,7 +271,7 @@ def _stabilized_env(
         HostConfig(),
         config.slot,
         config.tracker,
-        data_seed=env_id,
+        seed=env_id,
         device=torch.device("cpu"),
     )
     run_epoch = train_alone(env)
@@ -366,9 +366,10 @@ def test_culled_seeds_report_contract_fields_and_reason(
 def _run_with_rollback(
     make_config: MakeConfig, synthetic: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[RunConfig, HostEnvironment, str]:
-    """A heuristic run whose env 0 host weights turn NaN in the first epoch that trains a
-    live seed; returns the config, env 0 and the id of that seed."""
-    config = make_config(controller="heuristic", episodes=2, max_epochs=7)
+    """A heuristic run (seed 2: env 0 grows a seed within 7 epochs) whose env 0 host
+    weights turn NaN in the first epoch that trains a live seed; returns the config,
+    env 0 and the id of that seed."""
+    config = make_config(controller="heuristic", episodes=2, max_epochs=7, seed=2)
     trainer = VectorizedTrainer(config, synthetic)
     env = trainer.envs[0]
     original = EnvironmentBatch._train_epoch
