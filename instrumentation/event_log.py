@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from instrumentation.sinks.jsonl import JsonlSink, SpanIdsProvider
+from instrumentation.sinks.run_directory import join_run_directory
 
 RUN_FILE_NAME = "run.json"
 
@@ -39,11 +40,17 @@ def start_event_log(
     context_provider: SpanIdsProvider | None = None,
     max_bytes: int | None = None,
     keep: int = 5,
+    rank: int | None = None,
 ) -> JsonlSink:
-    """The run's JSONL sink, with `run.json` (run_record as JSON) written beside its log."""
+    """The run's JSONL sink, with `run.json` (run_record as JSON) written beside its log;
+    `rank` 0 in a run of several processes."""
     try:
         sink = JsonlSink(
-            telemetry_dir, context_provider=context_provider, max_bytes=max_bytes, keep=keep
+            telemetry_dir,
+            context_provider=context_provider,
+            max_bytes=max_bytes,
+            keep=keep,
+            rank=rank,
         )
     except OSError as error:
         raise TelemetryDirError(telemetry_dir, error) from None
@@ -53,6 +60,29 @@ def start_event_log(
         sink.discard()
         raise TelemetryDirError(telemetry_dir, error) from None
     return sink
+
+
+def join_event_log(
+    run_dir: Path,
+    rank: int,
+    *,
+    context_provider: SpanIdsProvider | None = None,
+    max_bytes: int | None = None,
+    keep: int = 5,
+) -> JsonlSink:
+    """Rank `rank`'s own log, `events-rank<rank>.jsonl`, in the run directory that rank 0
+    created."""
+    try:
+        return JsonlSink(
+            run_dir.parent,
+            context_provider=context_provider,
+            max_bytes=max_bytes,
+            keep=keep,
+            run_directory=join_run_directory(run_dir),
+            rank=rank,
+        )
+    except OSError as error:
+        raise TelemetryDirError(run_dir.parent, error) from None
 
 
 def discard_event_log(sink: JsonlSink) -> None:

@@ -20,6 +20,8 @@ UPDATE_SPAN: Final = "esper.ppo.update"
 
 # --- Span and resource attributes -----------------------------------------------------------
 RUN_ID: Final = "esper.run_id"
+# The rank of the process, on the resource of a run of several processes.
+RANK: Final = "esper.rank"
 BATCH: Final = "esper.batch"
 EPISODES_COMPLETED: Final = "esper.episodes_completed"
 AVG_ACCURACY: Final = "esper.avg_accuracy"
@@ -88,6 +90,7 @@ UPDATE_DURATION: Final = "esper.ppo.update.duration"
 
 # --- Metrics: labels --------------------------------------------------------------------------
 RUN_ID_LABEL: Final = "run_id"
+RANK_LABEL: Final = "rank"
 WINDOW_LABEL: Final = "window"
 EVENT_TYPE_LABEL: Final = "event_type"
 SEVERITY_LABEL: Final = "severity"

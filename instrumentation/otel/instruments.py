@@ -63,8 +63,10 @@ class EsperInstruments:
         run_id: str,
         state: MetricState,
         sink_errors: SinkErrorSource,
+        rank: int = 0,
     ) -> None:
-        self._run = {names.RUN_ID_LABEL: run_id}
+        # Every rank of a run reports its own series: the rank label keeps them apart.
+        self._run = {names.RUN_ID_LABEL: run_id, names.RANK_LABEL: str(rank)}
         self._state = state
         self._sink_errors = sink_errors
         for create, name, callback, description in self._observed(meter):

@@ -76,12 +76,14 @@ def configure_opentelemetry(
     *,
     prometheus_address: str = "0.0.0.0",
     install_globally: bool = True,
+    rank: int | None = None,
 ) -> OpenTelemetrySession:
     """Build this run's providers from the OTEL_* environment (see the module docstring).
 
     Raises TelemetryConfigError, naming the variable or the port, on bad configuration,
     before anything is started. `install_globally=False` leaves the global providers
     alone (tests that need no `app/` spans); `prometheus_port=0` picks a free port.
+    `rank` is the process's rank in a run of several (app/distributed/world.py).
     """
     if sdk_disabled():
         session = OpenTelemetrySession(run_id)
@@ -95,7 +97,7 @@ def configure_opentelemetry(
     queue = QueueSettings.from_environment()
     interval_ms = metric_export_interval_ms()
     protect_logging([*header_secrets(), *endpoint_secrets(os.environ)])
-    resource = build_resource(run_id)
+    resource = build_resource(run_id, rank)
     accounts = ExportAccounts()
 
     prometheus: PrometheusEndpoint | None = None
@@ -117,7 +119,11 @@ def configure_opentelemetry(
     sink_errors = SinkErrors(accounts)
     state = MetricState()
     instruments = EsperInstruments(
-        meter_provider.get_meter(METER_NAME, app.__version__), run_id, state, sink_errors
+        meter_provider.get_meter(METER_NAME, app.__version__),
+        run_id,
+        state,
+        sink_errors,
+        rank=rank or 0,
     )
     esper_metrics = EsperMetrics(instruments, state)
     tracer_provider.add_span_processor(SpanMetricsProcessor(esper_metrics))

@@ -2,7 +2,9 @@
 
 Each run writes `<telemetry_dir>/telemetry_YYYY-MM-DD_HHMMSS/events.jsonl` (UTC), one
 strict-JSON object per line, keys in `RECORD_KEYS` order, then `trace_id` and `span_id`
-when an OpenTelemetry span was recording.
+when an OpenTelemetry span was recording. In a run of several processes rank N > 0 writes
+`events-rankN.jsonl` beside it, and every line of every rank carries `rank` after the
+contract's keys.
 
 With `max_bytes` set the log rotates as logrotate numbers it: `events.jsonl` is always the
 newest file, `events.jsonl.1` the one before it, up to `events.jsonl.<keep>`, the oldest
@@ -30,7 +32,7 @@ from instrumentation.sinks.line_log import (
     LineLog,
     check_options,
 )
-from instrumentation.sinks.run_directory import create_run_directory
+from instrumentation.sinks.run_directory import RunDirectory, create_run_directory
 from instrumentation.sinks.strict_json import strict_json_text
 
 # Returns the lowercase hex (trace_id, span_id) of the span recording now, or None.
@@ -88,7 +90,13 @@ class JsonlSink:
         keep: int = 5,
         max_pending_lines: int = DEFAULT_MAX_PENDING_LINES,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        *,
+        run_directory: RunDirectory | None = None,
+        rank: int | None = None,
     ) -> None:
+        """`run_directory`: write into this one (another rank's run) instead of creating
+        a fresh one under telemetry_dir; `rank`: the process's rank, in a run of
+        several."""
         if buffer_events < 1:
             raise ValueError(f"buffer_events must be at least 1, got {buffer_events}")
         check_options(max_bytes, keep, max_pending_lines, max_pending_bytes)
@@ -97,10 +105,12 @@ class JsonlSink:
         self._resolve: Callable[[object], tuple[str, str] | None] = _as_ids
         if isinstance(context_provider, SplitSpanIds):
             self._capture, self._resolve = context_provider.capture, context_provider.resolve
-        self._directory = create_run_directory(telemetry_dir, datetime.now(UTC))
+        self._directory = run_directory or create_run_directory(telemetry_dir, datetime.now(UTC))
+        self._rank = rank
+        self._file_name = EVENTS_FILE_NAME if not rank else f"events-rank{rank}.jsonl"
         try:
             self._log = LineLog(
-                self._directory.path / EVENTS_FILE_NAME,
+                self._directory.path / self._file_name,
                 max_bytes=max_bytes,
                 keep=keep,
                 max_pending_lines=max_pending_lines,
@@ -137,7 +147,7 @@ class JsonlSink:
     def deliver(self, event: TelemetryEvent, captured: object) -> None:
         if self._log.closed:
             raise RuntimeError(f"JSONL sink for {self.path} is closed; event not written")
-        self._log.append(_line(event, self._resolve(captured)))
+        self._log.append(_line(event, self._rank, self._resolve(captured)))
         self._unflushed += 1
         if self._unflushed >= self._buffer_events:
             self.flush()
@@ -155,11 +165,13 @@ class JsonlSink:
         """Close the sink and delete its log and the directories created for it, for a run
         that could not start; a directory holding anything else is left alone."""
         self._log.close()
-        self._directory.remove([EVENTS_FILE_NAME])
+        self._directory.remove([self._file_name])
 
 
-def _line(event: TelemetryEvent, ids: tuple[str, str] | None) -> bytes:
+def _line(event: TelemetryEvent, rank: int | None, ids: tuple[str, str] | None) -> bytes:
     record = event.to_record()
+    if rank is not None:
+        record["rank"] = rank
     if ids is not None:
         record["trace_id"], record["span_id"] = ids
     return (strict_json_text(record) + "\n").encode("ascii")

@@ -55,6 +55,13 @@ def create_run_directory(telemetry_dir: Path, started: datetime) -> RunDirectory
             return RunDirectory(candidate, parents)
 
 
+def join_run_directory(path: Path) -> RunDirectory:
+    """The run directory that rank 0 of a run of several processes created, made here
+    (with its parents) when this process does not share rank 0's disk."""
+    created = _make_directories(path)
+    return RunDirectory(path, tuple(directory for directory in created if directory != path))
+
+
 def _make_directories(path: Path) -> tuple[Path, ...]:
     """Create path and its missing parents; return those this call created, outermost
     first. One that another process creates meanwhile is used, and is not counted ours."""

@@ -52,6 +52,7 @@ def test_metric_labels_are_the_named_labels() -> None:
     documented = set().union(*(metric.labels for metric in METRICS.values()))
     assert documented == LABELS
     assert f"`{names.RUN_ID_LABEL}`" in DOCUMENT
+    assert f"`{names.RANK_LABEL}`" in DOCUMENT
 
 
 def test_the_documented_spans_are_the_named_spans() -> None:

@@ -47,7 +47,7 @@ def test_a_real_prometheus_scrapes_every_metric_of_the_table_with_its_labels(
         assert series, f"{name}: no series in Prometheus"
         for metric in series:
             assert metric.get("run_id") == run_id, (name, metric)
-            assert set(metric) == SCRAPE_LABELS | {"run_id"} | labels, (name, metric)
+            assert set(metric) == SCRAPE_LABELS | {"run_id", "rank"} | labels, (name, metric)
         found[name] = series
 
     run.process.send_signal(signal.SIGTERM)

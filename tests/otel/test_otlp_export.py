@@ -237,8 +237,8 @@ def test_otlp_metrics_have_the_design_instruments_and_labels(exported_run: Expor
     for name, labels in expected_labels.items():
         assert points.get(name), f"{name} was not exported"
         for point in points[name]:
-            assert point["run_id"] == run_id
-            assert set(point) - {"_point", "run_id"} == labels, name
+            assert (point["run_id"], point["rank"]) == (run_id, "0")
+            assert set(point) - {"_point", "run_id", "rank"} == labels, name
     windows = {point["window"] for point in points[names.TRAINING_ACCURACY]}
     assert windows == {"batch", "rolling"}
     (episodes,) = points[names.EPISODES]
@@ -280,7 +280,7 @@ def test_prometheus_scrape_has_every_series_of_the_design_table(
     for name, labels in PROMETHEUS_SERIES.items():
         assert name in series, f"{name} missing from the scrape"
         for found in series[name]:
-            assert found == labels | {"run_id"}, (name, found)
+            assert found == labels | {"run_id", "rank"}, (name, found)
     assert f'run_id="{exported_run.run_id}"' in exported_run.prometheus_text
     assert not [name for name in series if name.endswith("_ratio")]
 

@@ -45,7 +45,7 @@ def last_points(run: ExportedRun) -> dict[str, Any]:
         values = {}
         for point in data.data_points:
             labels = tuple(sorted((k, v) for k, v in attributes_of(point.attributes).items()))
-            labels = tuple((k, v) for k, v in labels if k != "run_id")
+            labels = tuple((k, v) for k, v in labels if k not in ("run_id", "rank"))
             if name in HISTOGRAMS:
                 values[labels] = point.count
             else:
