@@ -1,12 +1,13 @@
-"""Reads an `events.jsonl` log back into events, reporting corrupt lines without stopping.
+"""Reads event logs back into events, reporting corrupt lines without stopping: one
+`events.jsonl`, its rotated set, or every rank's log of a run of several processes.
 
 `esper replay` reads logs written by this project and by the original system
 (`tests/fixtures/` keeps one). A line that is not JSON, not an object, or not a valid
 event is reported with its line number and skipped; every other line still comes out. The
 strings "NaN", "Infinity" and "-Infinity" stay strings, so a round trip is lossless;
 bare NaN/Infinity tokens, which a non-strict writer may have produced, read as floats.
-`trace_id` and `span_id` are not part of an event; `read_logged_events` keeps them beside
-it, for replay.
+`trace_id`, `span_id` and `rank` are not part of an event; `read_logged_events` keeps them
+beside it, for replay.
 
 Limits, so that a corrupt or hostile file costs bounded memory and time: a line holds at
 most `MAX_LINE_BYTES` bytes (a DEBUG PPO_UPDATE_COMPLETED with per-layer statistics, the
@@ -22,18 +23,30 @@ A log may be a rotated set (`JsonlSink(max_bytes=...)`, or logrotate): `log_file
 one place that knows its order, oldest file first; reading each of its files in turn reads
 the whole set as one log. When rotation kept a bounded number of files, the set starts
 with the oldest line still kept, not with the run's first event.
+
+A run of several processes has one log set per rank in its run directory: `events.jsonl`
+written by rank 0, `events-rank<N>.jsonl` by rank N, each line carrying `"rank": N`
+(`LoggedEvent.rank`; None in a single-process or legacy log). `run_log_sets` lists the
+sets of a run, in rank order, and `read_run_events` merges them into one stream in
+timestamp order, reading each set file by file as the merge needs it. Timestamp order is
+the order that matters for replay: a rank sends its episodes' results to rank 0 before
+rank 0 updates, so every rank's events of a batch come before that batch's
+PPO_UPDATE_COMPLETED. Within one rank, file order is kept; equal timestamps keep rank
+order.
 """
 
 from __future__ import annotations
 
 import glob
+import heapq
 import json
 import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,6 +55,10 @@ from app.contracts.events import TelemetryEvent
 _log = logging.getLogger(__name__)
 
 _ROTATED = re.compile(r"\.(\d+)")
+# The newest file of a rank's log set; rank 0 writes `events.jsonl`.
+_RANK_LOG = re.compile(r"events(?:-rank([1-9][0-9]*))?\.jsonl")
+# Any file of a rank's log set, rotated ones included.
+_RANK_LOG_FILE = re.compile(rf"({_RANK_LOG.pattern})(?:\.\d+)?")
 
 MAX_LINE_BYTES = 1 << 20  # 1 MiB, newline excluded
 MAX_DEPTH = 64
@@ -59,6 +76,10 @@ _FILE_KINDS = (
 
 class NotRegularFileError(OSError):
     """The path names a directory, device, FIFO or socket, not a log file."""
+
+
+class NoLogError(ValueError):
+    """A directory given as a run holds no rank's log."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,7 @@ class LoggedEvent:
     event: TelemetryEvent
     trace_id: str | None = None
     span_id: str | None = None
+    rank: int | None = None
 
 
 def read_logged_events(
@@ -173,6 +195,73 @@ def log_files(path: Path) -> list[Path]:
     return [sibling for _, sibling in sorted(rotated, reverse=True)] + [path]
 
 
+def log_rank(name: str) -> int | None:
+    """The rank whose newest log file is called name: 0 for `events.jsonl`, N for
+    `events-rank<N>.jsonl`; None for any other name, rotated files' included."""
+    match = _RANK_LOG.fullmatch(name)
+    return None if match is None else int(match[1] or 0)
+
+
+def run_log_sets(path: Path) -> list[list[Path]]:
+    """The log sets to read for path, in rank order, each oldest file first (`log_files`).
+
+    A directory is a run: every rank's set in it (NoLogError when there is none). A rank's
+    log (`events.jsonl`, `events-rank<N>.jsonl`) beside other ranks' logs stands for its
+    whole run, so that a user pointing at rank 0's log gets every rank. Any other path is
+    one log set, as named (a missing file is left for the reader to report).
+    """
+    if path.is_dir():
+        sets = _directory_sets(path)
+        if not sets:
+            raise NoLogError(
+                f"no event log in {path} (expected events.jsonl or events-rank<N>.jsonl)"
+            )
+        return sets
+    if log_rank(path.name) is not None and path.exists():
+        sets = _directory_sets(path.parent)
+        if len(sets) > 1:
+            return sets
+    return [log_files(path)]
+
+
+def _directory_sets(directory: Path) -> list[list[Path]]:
+    """Each rank's log set in directory, in rank order. A rank whose newest file is
+    missing (rotation renamed it away, then the disk refused the next) still has its
+    rotated files read."""
+    heads: dict[int, Path] = {}
+    for entry in directory.iterdir():
+        match = _RANK_LOG_FILE.fullmatch(entry.name)
+        if match:
+            heads[int(match[2] or 0)] = directory / match[1]
+    return [
+        [file for file in log_files(head) if file != head or os.path.lexists(head)]
+        for _, head in sorted(heads.items())
+    ]
+
+
+def read_run_events(
+    log_sets: Iterable[Sequence[Path]], on_error: Callable[[LogLineError], None] = _log_warning
+) -> Iterator[LoggedEvent]:
+    """The events of every log set (`run_log_sets`) as one stream in timestamp order
+    (module docstring); bad lines go to on_error, then skipped, as in
+    `read_logged_events`. Each set is read lazily, file by file: memory does not grow
+    with the logs' size."""
+    streams = [_read_set(files, on_error) for files in log_sets]
+    # heapq.merge never reorders one input, and breaks ties by input position: rank order.
+    return heapq.merge(*streams, key=_timestamp)
+
+
+def _read_set(
+    files: Sequence[Path], on_error: Callable[[LogLineError], None]
+) -> Iterator[LoggedEvent]:
+    for path in files:
+        yield from read_logged_events(path, on_error)
+
+
+def _timestamp(logged: LoggedEvent) -> datetime:
+    return logged.event.timestamp
+
+
 def _parse(raw: bytes) -> LoggedEvent:
     try:
         # utf-8-sig: a byte order mark is skipped, as json.loads would for bytes.
@@ -192,7 +281,12 @@ def _parse(raw: bytes) -> LoggedEvent:
         event = TelemetryEvent.from_record(record)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"invalid event: {exc}") from None
-    return LoggedEvent(event, _text(record.get("trace_id")), _text(record.get("span_id")))
+    return LoggedEvent(
+        event,
+        _text(record.get("trace_id")),
+        _text(record.get("span_id")),
+        _rank(record.get("rank")),
+    )
 
 
 def _check_depth(text: str) -> None:
@@ -222,3 +316,7 @@ def _check_depth(text: str) -> None:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _rank(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,5 +1,10 @@
-"""`esper replay`: send a recorded `events.jsonl` log to OpenTelemetry with its original
+"""`esper replay`: send a recorded run's event log to OpenTelemetry with its original
 timestamps, so that an old run (the original system's included) can be looked at in Jaeger.
+
+What is read: a run directory or a log file, with rotated files and, for a run of
+several processes, every rank's log (`replay_input.replay_log_sets`). The ranks' logs are
+replayed as one log, merged in timestamp order (`jsonl_reader.read_run_events`), so each
+batch's events from every rank come before rank 0's PPO_UPDATE_COMPLETED that closes it.
 
 Trace shape (docs/opentelemetry.md, as far as a log allows). The log has no span boundaries, so they
 are rebuilt from the events:
@@ -43,9 +48,7 @@ per trace, and the failures are counted in the summary instead).
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeGuard
@@ -59,13 +62,12 @@ from opentelemetry.util.types import AttributeValue
 import app
 from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
-from instrumentation.jsonl_reader import LoggedEvent, LogLineError, open_log, read_logged_events
-from instrumentation.jsonl_reader import log_files as log_files  # re-exported for the CLI
+from instrumentation.jsonl_reader import LoggedEvent, LogLineError, read_run_events
 from instrumentation.otel.accounting import TRACES_SINK
 from instrumentation.otel.adapter import OpenTelemetrySink, timestamp_ns
-from instrumentation.otel.environment import SignalExport, sdk_disabled
 from instrumentation.otel.session import OpenTelemetrySession
 from instrumentation.otel.summary import export_line
+from instrumentation.replay_input import ReplayInputError
 from instrumentation.replay_plan import (
     PlannedSpan,
     TraceLimits,
@@ -73,10 +75,6 @@ from instrumentation.replay_plan import (
     plan_batch,
 )
 
-_log = logging.getLogger(__name__)
-
-RUN_FILE = "run.json"
-STANDARD_LOG_NAME = "events.jsonl"
 FLUSH_TIMEOUT_MS = 10_000
 
 PROGRESS_EVENTS = frozenset(
@@ -86,50 +84,6 @@ PROGRESS_EVENTS = frozenset(
         EventType.DEGRADATION_DETECTED,
     }
 )
-
-
-class ReplayInputError(Exception):
-    """The log cannot be read, or there is nowhere to send it; nothing was replayed."""
-
-
-def check_readable(paths: Iterable[Path]) -> None:
-    """Fail before any export if one of the files is missing, cannot be opened, or is
-    not a regular file (a FIFO, a device such as /dev/zero, a directory)."""
-    for path in paths:
-        try:
-            with open_log(path):
-                pass
-        except OSError as error:
-            reason = error.strerror or str(error)
-            raise ReplayInputError(f"cannot read event log {path}: {reason}") from None
-
-
-def check_destination() -> None:
-    """Fail when no exporter is configured: a replay to nowhere would look like success."""
-    if sdk_disabled():
-        raise ReplayInputError("OTEL_SDK_DISABLED=true: nothing to replay to")
-    if not any(SignalExport.from_environment(s).exporters for s in ("traces", "metrics")):
-        raise ReplayInputError(
-            "no exporter configured: set OTEL_EXPORTER_OTLP_ENDPOINT "
-            "(or OTEL_TRACES_EXPORTER=console)"
-        )
-
-
-def run_id_for(path: Path) -> str:
-    """The run id of a log: from `run.json` beside it (written by `esper train`), else its
-    run directory's name for a standard `events.jsonl`, else the file's stem, so that
-    replaying the same log twice gives the same id."""
-    run_file = path.parent / RUN_FILE
-    if run_file.is_file():
-        try:
-            run_id = json.loads(run_file.read_text(encoding="utf-8")).get("run_id")
-        except (OSError, ValueError, AttributeError) as error:
-            _log.warning("ignoring %s: %s", run_file, error)
-        else:
-            if isinstance(run_id, str) and run_id:
-                return run_id
-            _log.warning("ignoring %s: no run_id string in it", run_file)
-    return path.parent.name if path.name == STANDARD_LOG_NAME else path.stem
 
 
 def batches(events: Iterable[LoggedEvent]) -> Iterator[list[LoggedEvent]]:
@@ -165,6 +119,7 @@ class ReplayCounts:
 
     run_id: str
     files: int
+    ranks: int = 1
     events: int = 0
     skipped: int = 0
     dropped: int = 0
@@ -179,14 +134,14 @@ class ReplayCounts:
 
 
 class LogReplayer:
-    """Replays logs into one session's providers; `counts` is up to date at any moment,
-    so a summary can still be printed after an interrupt."""
+    """Replays a run's log sets (`replay_log_sets`) into one session's providers; `counts`
+    is up to date at any moment, so a summary can still be printed after an interrupt."""
 
     def __init__(
         self,
         session: OpenTelemetrySession,
         run_id: str,
-        files: int,
+        log_sets: Sequence[Sequence[Path]],
         on_error: Callable[[LogLineError], None],
     ) -> None:
         if session.tracer_provider is None or session.span_limits is None or session.sink is None:
@@ -201,15 +156,12 @@ class LogReplayer:
         self._last_batch = 0
         self._episodes_before: int | None = None
         self._wait_for_export = True
-        self.counts = ReplayCounts(run_id, files)
+        self._log_sets = log_sets
+        self.counts = ReplayCounts(run_id, sum(map(len, log_sets)), len(log_sets))
 
-    def replay(self, paths: Iterable[Path]) -> None:
-        for batch in batches(self._read(paths)):
+    def replay(self) -> None:
+        for batch in batches(read_run_events(self._log_sets, self._skip)):
             self._replay_batch(batch)
-
-    def _read(self, paths: Iterable[Path]) -> Iterator[LoggedEvent]:
-        for path in paths:
-            yield from read_logged_events(path, self._skip)
 
     def _skip(self, error: LogLineError) -> None:
         self.counts.skipped += 1
@@ -337,6 +289,7 @@ class LogReplayer:
             f"  run id:    {counts.run_id}",
             f"  events:    {counts.events} replayed from {counts.files} file(s), "
             f"{counts.skipped} line(s) skipped",
+            *self._rank_lines(),
             f"  traces:    {counts.traces} trace(s) for {counts.batches} batch(es), "
             "each linked to the esper.run span",
             *self._loss_lines(),
@@ -346,6 +299,10 @@ class LogReplayer:
             lines.append(f"  shutdown:  export did not finish within the {bound_s:g}s bound")
         lines.append(f"  in Jaeger: tag esper.run_id={counts.run_id}")
         return "\n".join(lines)
+
+    def _rank_lines(self) -> list[str]:
+        ranks = self.counts.ranks
+        return [f"  ranks:     {ranks} ranks' logs, merged in timestamp order"] if ranks > 1 else []
 
     def _loss_lines(self) -> list[str]:
         counts = self.counts

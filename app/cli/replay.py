@@ -1,4 +1,5 @@
-"""`esper replay EVENTS.jsonl`: a recorded event log sent to the OTLP endpoint."""
+"""`esper replay PATH`: a recorded run's event log (a run directory, or a log file) sent to
+the OTLP endpoint."""
 
 from __future__ import annotations
 
@@ -12,29 +13,27 @@ from instrumentation.otel import (
     TelemetryConfigError,
     configure_opentelemetry,
 )
-from instrumentation.replay import (
-    LogReplayer,
+from instrumentation.replay import LogReplayer
+from instrumentation.replay_input import (
     ReplayInputError,
     check_destination,
-    check_readable,
-    log_files,
+    replay_log_sets,
     run_id_for,
 )
 
 
 def replay_command(args: argparse.Namespace) -> int:
     try:
-        paths = log_files(args.events)
-        check_readable(paths)
+        log_sets = replay_log_sets(args.events)
         check_destination()
         run_id = args.run_id or run_id_for(args.events)
         otel = configure_opentelemetry(run_id, install_globally=False)
-        replayer = LogReplayer(otel, run_id, len(paths), _report_skipped_line)
+        replayer = LogReplayer(otel, run_id, log_sets, _report_skipped_line)
     except (ReplayInputError, TelemetryConfigError) as error:
         raise UsageError(str(error)) from None
     status = "completed"
     try:
-        replayer.replay(paths)
+        replayer.replay()
     except KeyboardInterrupt:
         status = "interrupted (Ctrl-C)"
     finally:

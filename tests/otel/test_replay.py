@@ -18,8 +18,9 @@ from replay_runs import Replayed, original_ns, records, replay
 from app.cli import main
 from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
-from instrumentation.jsonl_reader import LoggedEvent
-from instrumentation.replay import batches, log_files, run_id_for
+from instrumentation.jsonl_reader import LoggedEvent, log_files
+from instrumentation.replay import batches
+from instrumentation.replay_input import run_id_for
 
 UPDATE_EVENTS = {
     "PPO_UPDATE_COMPLETED",
@@ -199,14 +200,31 @@ def test_log_files_lists_rotated_logs_oldest_first(tmp_path: Path) -> None:
 
 
 def test_run_id_comes_from_run_json_else_the_run_directory_else_the_file(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_dir = tmp_path / "telemetry_2025-12-06_004214"
     run_dir.mkdir()
-    assert run_id_for(run_dir / "events.jsonl") == "telemetry_2025-12-06_004214"
+    for path in (run_dir, run_dir / "events.jsonl", run_dir / "events-rank1.jsonl"):
+        assert run_id_for(path) == "telemetry_2025-12-06_004214"
     assert run_id_for(run_dir / "old.jsonl") == "old"
+    monkeypatch.chdir(run_dir)
+    assert run_id_for(Path()) == run_id_for(Path("events.jsonl")) == run_dir.name
     (run_dir / "run.json").write_text(json.dumps({"run_id": "abc123"}))
-    assert run_id_for(run_dir / "events.jsonl") == "abc123"
+    for path in (run_dir, run_dir / "events.jsonl", run_dir / "old.jsonl", Path()):
+        assert run_id_for(path) == "abc123"
+
+
+def test_a_directory_without_a_log_exits_2_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": "abc123"}))
+
+    replayed = replay("http/protobuf", [str(tmp_path)])
+
+    assert replayed.code == 2
+    assert replayed.stderr == (
+        f"esper: error: no event log in {tmp_path} "
+        "(expected events.jsonl or events-rank<N>.jsonl)\n"
+    )
+    assert replayed.received.spans() == []
 
 
 def test_progress_events_about_a_batch_stay_in_it_after_its_update() -> None:

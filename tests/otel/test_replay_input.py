@@ -98,13 +98,16 @@ def test_a_huge_line_without_newline_is_replayed_in_bounded_address_space(
 def test_a_path_that_is_not_a_regular_file_is_refused_with_one_line(
     kind: str, tmp_path: Path
 ) -> None:
-    path = {"character device": Path("/dev/zero"), "directory": tmp_path}.get(kind)
-    if path is None:
-        path = tmp_path / "events.jsonl"
+    path = {"character device": Path("/dev/zero")}.get(kind, tmp_path / "events.jsonl")
+    if kind == "FIFO":
         os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    # A directory given itself is a run directory: its events.jsonl is what must be a file.
+    argument = tmp_path if kind == "directory" else path
 
     # A reader that opened the FIFO would wait for a writer: the timeout fails the test.
-    replayed = replay_in_child([str(path)], timeout=60)
+    replayed = replay_in_child([str(argument)], timeout=60)
 
     assert replayed.code == 2
     assert replayed.stderr == (
