@@ -12,6 +12,7 @@ from app.cli.errors import USAGE_ERROR
 from app.cli.replay import replay_command
 from app.cli.train import train_command
 from app.contracts.events import TelemetryLevel
+from app.distributed.world import DEFAULT_TIMEOUT_S
 from app.training.config import CONTROLLERS, RunConfig
 from app.training.datasets import DATASETS
 from app.training.overrides import FORMAT
@@ -120,24 +121,41 @@ def build_parser() -> argparse.ArgumentParser:
         type=_bounded(int, 0, "--prometheus-port", high=65535),
         help="serve /metrics on this port (0 picks a free one); no collector needed",
     )
+    add(
+        "--rank-timeout",
+        type=_bounded(float, 1, "--rank-timeout"),
+        default=DEFAULT_TIMEOUT_S,
+        help="under torchrun: seconds a process waits for the others at an exchange "
+        f"(default {DEFAULT_TIMEOUT_S:g}) before it stops the run, saying which exchange; "
+        "it must exceed how far a process can run ahead (start-up, a PPO update)",
+    )
     add("--save", type=Path, help="write a checkpoint here after every batch")
     add("--resume", type=Path, help="continue from this checkpoint")
     add("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=train_command)
     replay = commands.add_parser(
         "replay",
-        help="send a recorded event log to the OTLP endpoint, with its original timestamps",
-        description="Send EVENTS.jsonl (and its rotated EVENTS.jsonl.N beside it, oldest "
-        "first) to the OTLP endpoint of the OTEL_* variables as traces and metrics, "
-        "to look at an old run in Jaeger.",
+        help="send a recorded run's event log to the OTLP endpoint, with its original timestamps",
+        description="Send a recorded run to the OTLP endpoint of the OTEL_* variables as "
+        "traces and metrics, to look at an old run in Jaeger. PATH is a run directory "
+        "(telemetry/telemetry_.../) or a log file; each log is read with its rotated "
+        "LOG.N files beside it, oldest first. A run of several processes has one log per "
+        "rank (events.jsonl, events-rank<N>.jsonl): its directory, or one of those logs, "
+        "replays every rank, merged in timestamp order.",
         epilog="exit status: 0 when every event was replayed and exported; 1 when corrupt "
         "lines were skipped (each is reported) or the export did not finish in time; "
-        "2 when the log is missing or unreadable or no exporter is configured.",
+        "2 when a log is missing or unreadable, the directory holds no log, or no exporter "
+        "is configured.",
     )
-    replay.add_argument("events", type=Path, metavar="EVENTS.jsonl")
+    replay.add_argument(
+        "events",
+        type=Path,
+        metavar="PATH",
+        help="a run directory, or an event log such as its events.jsonl",
+    )
     replay.add_argument(
         "--run-id",
-        help="tag the traces with this run id (default: run.json beside the log, else the "
+        help="tag the traces with this run id (default: the run's run.json, else the "
         "run directory's or the file's name)",
     )
     replay.set_defaults(handler=replay_command)

@@ -8,6 +8,7 @@ from dataclasses import asdict, replace
 from opentelemetry import trace
 
 from app.contracts import telemetry_names as names
+from app.distributed.world import World
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.vectorized import VectorizedTrainer
@@ -15,11 +16,14 @@ from app.training.vectorized import VectorizedTrainer
 tracer = trace.get_tracer("esper.cli")
 
 
-def start_trainer(config: RunConfig, dataset: Dataset, run_id: str) -> VectorizedTrainer:
-    """The trainer, built inside the `esper.run` span, which closes once it is built."""
+def start_trainer(
+    config: RunConfig, dataset: Dataset, run_id: str, world: World
+) -> VectorizedTrainer:
+    """Rank 0's trainer, built inside the `esper.run` span, which closes once it is
+    built."""
     attributes = {names.RUN_ID: run_id, **span_attributes(config)}
     with tracer.start_as_current_span(names.RUN_SPAN, attributes=attributes) as run_span:
-        return VectorizedTrainer(config, dataset, run_id, run_span)
+        return VectorizedTrainer(config, dataset, run_id, run_span, world=world)
 
 
 def span_attributes(config: RunConfig) -> dict[str, str | int | float | bool]:

@@ -1,11 +1,15 @@
 """The lines `esper train` prints when a run ends, however it ends: what it trained, what
-it checked, where its events went and what was lost on the way."""
+it checked, where its events went and what was lost on the way.
+
+In a run of several processes rank 0 prints them for every rank: each rank sums up what
+its own environments and sinks did in a `RankTally`, and rank 0 adds them up.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 
@@ -18,6 +22,49 @@ from instrumentation.event_log import log_loss_lines
 from instrumentation.hub import TelemetryHub
 from instrumentation.otel import OpenTelemetrySession
 from instrumentation.otel.summary import export_line
+
+
+@dataclass(frozen=True)
+class RankTally:
+    """What one process did and wrote, in a form that can travel to rank 0."""
+
+    rank: int
+    emitted: int
+    events_by_type: dict[str, int]
+    outcomes: Counter[tuple[str, SeedStage]]
+    steps_checked: int
+    isolation_probes: int
+    memory_samples: int
+    peak_fraction: float
+    memory_limit: str
+    log_path: str
+    export: str
+    losses: list[str] = field(default_factory=list)
+    sink_errors: dict[str, int] = field(default_factory=dict)
+
+
+def tally(run: FinishedRun, rank: int = 0) -> RankTally:
+    """This process's share of the summary."""
+    trainer, hub, memory = run.trainer, run.hub, run.trainer.memory
+    outcomes: Counter[tuple[str, SeedStage]] = Counter()
+    for env in trainer.envs:
+        outcomes += env.seed_outcomes
+    limit = memory.limit
+    return RankTally(
+        rank=rank,
+        emitted=hub.emitted,
+        events_by_type={t.value: n for t, n in hub.events_by_type.items()},
+        outcomes=outcomes,
+        steps_checked=sum(env.check_counts.steps_checked for env in trainer.envs),
+        isolation_probes=sum(env.check_counts.isolation_probes for env in trainer.envs),
+        memory_samples=memory.samples,
+        peak_fraction=memory.peak_fraction,
+        memory_limit=f"{limit.limit_bytes / 2**30:.1f} GiB {limit.source}",
+        log_path=str(run.log_path),
+        export=export_line(run.otel),
+        losses=log_loss_lines(hub.sinks),
+        sink_errors={name: count for name, count in hub.sink_errors.items() if count},
+    )
 
 
 @dataclass(frozen=True)
@@ -36,11 +83,13 @@ class FinishedRun:
     saver: CheckpointSaver | None
 
 
-def print_summary(run: FinishedRun) -> None:
-    print("\n".join(_lines(run)), file=sys.stderr)
+def print_summary(run: FinishedRun, tallies: list[RankTally], lost: list[int]) -> None:
+    """The summary of `run`, with every rank's tally (rank 0's alone in a run of one
+    process); `lost` names the ranks that could not send theirs."""
+    print("\n".join(_lines(run, tallies, lost)), file=sys.stderr)
 
 
-def _lines(run: FinishedRun) -> list[str]:
+def _lines(run: FinishedRun, tallies: list[RankTally], lost: list[int]) -> list[str]:
     progress = run.trainer.progress
     lines = [f"esper: training {run.status} in {run.wall_s:.1f}s", f"  run id:    {run.run_id}"]
     if progress.accuracies:
@@ -49,26 +98,29 @@ def _lines(run: FinishedRun) -> list[str]:
             f"  accuracy:  {progress.accuracies[-1]:.2f}% last batch, "
             f"{fmean(progress.accuracies):.2f}% rolling",
             f"  reward:    {progress.rewards[-1]:.3f} per episode, last batch",
-            *_policy_lines(run.trainer),
+            *_policy_lines(run.trainer, tallies),
         ]
-    hub = run.hub
-    events = ", ".join(f"{t.value}={n}" for t, n in sorted(hub.events_by_type.items()))
-    lines += [
-        f"  events:    {hub.emitted} ({events})",
-        f"  checks:    {_checks(run.trainer)}",
-        f"  event log: {run.log_path}",
-        export_line(run.otel),
-    ]
-    lines += log_loss_lines(hub.sinks)
+    by_type: Counter[str] = Counter()
+    for part in tallies:
+        by_type.update(part.events_by_type)
+    events = ", ".join(f"{t}={n}" for t, n in sorted(by_type.items()))
+    emitted = sum(part.emitted for part in tallies)
+    lines += [f"  events:    {emitted} ({events})", f"  checks:    {_checks(tallies)}"]
+    several = len(tallies) > 1 or lost
+    for part in tallies:
+        rank = f" (rank {part.rank})" if several else ""
+        lines += [f"  event log: {part.log_path}{rank}", part.export + rank, *part.losses]
+        if part.sink_errors:
+            lines.append(f"  sink errors: {part.sink_errors}{rank}")
+    if lost:
+        ranks = ", ".join(str(rank) for rank in lost)
+        lines.append(f"  ranks {ranks} sent no summary: their counts are left out")
     lines += run.stop.summary_lines()
     lines += checkpoint_lines(run.saver)
-    errors = {name: count for name, count in hub.sink_errors.items() if count}
-    if errors:
-        lines.append(f"  sink errors: {errors}")
     return lines
 
 
-def _policy_lines(trainer: VectorizedTrainer) -> list[str]:
+def _policy_lines(trainer: VectorizedTrainer, tallies: list[RankTally]) -> list[str]:
     """What the controller did: its actions in the last batch, how the run's seeds ended
     by blueprint, and what to compare the accuracy with."""
     lines = []
@@ -79,8 +131,8 @@ def _policy_lines(trainer: VectorizedTrainer) -> list[str]:
         actions = ", ".join(f"{name} {count} ({count / total:.0%})" for name, count in shares)
         lines.append(f"  actions:   {actions} (last batch, {total} decisions)")
     outcomes: Counter[tuple[str, SeedStage]] = Counter()
-    for env in trainer.envs:
-        outcomes += env.seed_outcomes
+    for part in tallies:
+        outcomes += part.outcomes
     by_stage: dict[SeedStage, list[str]] = {}
     for (blueprint, stage), count in sorted(outcomes.items()):
         by_stage.setdefault(stage, []).append(f"{blueprint}={count}")
@@ -95,13 +147,13 @@ def _policy_lines(trainer: VectorizedTrainer) -> list[str]:
     return lines
 
 
-def _checks(trainer: VectorizedTrainer) -> str:
+def _checks(tallies: list[RankTally]) -> str:
     """How much the health checks looked at, so that a quiet run reads as checked."""
-    memory = trainer.memory
-    steps = sum(env.check_counts.steps_checked for env in trainer.envs)
-    probes = sum(env.check_counts.isolation_probes for env in trainer.envs)
-    limit_gib = memory.limit.limit_bytes / 2**30
+    steps = sum(part.steps_checked for part in tallies)
+    probes = sum(part.isolation_probes for part in tallies)
+    samples = sum(part.memory_samples for part in tallies)
+    peak = max(tallies, key=lambda part: part.peak_fraction)
     return (
-        f"{steps} host steps ({probes} isolation probes), {memory.samples} memory samples "
-        f"(peak RSS {memory.peak_fraction:.1%} of {limit_gib:.1f} GiB {memory.limit.source})"
+        f"{steps} host steps ({probes} isolation probes), {samples} memory samples "
+        f"(peak RSS {peak.peak_fraction:.1%} of {peak.memory_limit})"
     )

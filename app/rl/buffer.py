@@ -7,6 +7,7 @@ update batch-first, cut into per-environment chunks (length 1 for a feedforward 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -118,6 +119,37 @@ class RolloutBuffer:
             state = torch.zeros((*shape, hidden_size), device=device)
             self.hidden_states = (state, state.clone())
         self.step = 0
+
+    @classmethod
+    def joined(cls, parts: Sequence[RolloutBuffer], device: torch.device) -> RolloutBuffer:
+        """One buffer holding the parts' environments side by side, in order: a batch's
+        rollouts stepped in several processes, as one process would have stored them."""
+        if len(parts) == 1 and parts[0].obs.device == device:
+            return parts[0]
+        first = parts[0]
+        hidden = first.hidden_states
+        joined = cls(
+            sum(part.num_envs for part in parts),
+            first.num_steps,
+            first.obs.shape[-1],
+            first.masks.shape[-1],
+            hidden_size=None if hidden is None else hidden[0].shape[-1],
+            device=device,
+        )
+        for name in ("obs", "masks", "actions", "logprobs", "values", "rewards", "dones"):
+            setattr(joined, name, torch.cat([getattr(p, name).to(device) for p in parts], 1))
+        if hidden is not None:
+            states = [part.hidden_states for part in parts if part.hidden_states is not None]
+            joined.hidden_states = (
+                torch.cat([state[0].to(device) for state in states], 1),
+                torch.cat([state[1].to(device) for state in states], 1),
+            )
+        joined.step = first.step
+        return joined
+
+    def to(self, device: torch.device) -> RolloutBuffer:
+        """The buffer on `device` (itself when it is there already)."""
+        return RolloutBuffer.joined([self], device)
 
     @property
     def full(self) -> bool:

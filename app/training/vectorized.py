@@ -7,6 +7,11 @@ seed's measured contribution gains over the next epoch minus the seed's paramete
 epoch, and each batch's steps go to the reward hacking detector. One trace per batch: the
 `esper.batch` root links to the run's `esper.run` span; under it one `esper.episode` per
 environment holding its `esper.epoch` spans, and the `esper.ppo.update` span.
+
+Across several processes (app/distributed/world.py) each rank steps its share of the
+environments; rank 0 opens the batch's span and hands its context to the other ranks, so
+that their episodes are children of it in the same trace, gathers their rollouts, updates
+and hands back the weights, the telemetry level and the batch's result.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from typing import Any
 
 import torch
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span
 
 from app import telemetry
@@ -29,6 +33,7 @@ from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
 from app.contracts.signals import TrainingSignals
 from app.control.heuristic import HeuristicController
 from app.control.static import StaticController
+from app.distributed.world import SINGLE, World
 from app.rl.anomaly import AnomalyDetector, TelemetryEscalation, report
 from app.rl.buffer import RolloutBuffer
 from app.rl.features import OBS_DIM, observation
@@ -37,6 +42,7 @@ from app.rl.ppo import PPOAgent
 from app.rl.ppo_statistics import PPOUpdateMetrics
 from app.rl.reward_hacking import RewardHackingDetector, StepOutcome
 from app.rl.rewards import step_reward
+from app.training.batch_parts import BatchResult, Episodes
 from app.training.checkpoint import CheckpointError
 from app.training.commands import run_command
 from app.training.config import RunConfig
@@ -45,21 +51,10 @@ from app.training.environment import HostEnvironment
 from app.training.environment_batch import EnvironmentBatch, Scope
 from app.training.memory import MemoryMonitor
 from app.training.progress import HISTORY_LENGTH, ProgressDetector
+from app.training.rank_exchange import RankExchange
 from app.training.resume import check_agent_state, check_setup, read_state, run_setup
 
 tracer = trace.get_tracer("esper.training")
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    batch: int
-    episodes_completed: int
-    avg_accuracy: float
-    avg_reward: float
-    rolling_avg_accuracy: float
-    metrics: PPOUpdateMetrics | None
-    # How often each action was decided in the batch, every environment's steps together.
-    actions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,10 +91,15 @@ class VectorizedTrainer:
         run_id: str = "",
         run_span: Span | None = None,
         on_epoch: Callable[[float], None] | None = None,
+        world: World = SINGLE,
     ) -> None:
         """`on_epoch` is told, after each lockstep epoch, how many episodes' worth of
-        work it completed (a fraction), so a progress bar can move within a batch."""
+        work it completed (a fraction), so a progress bar can move within a batch.
+        `world` is the processes this training is split across; this one steps its
+        share of the environments."""
         self.config = config
+        self.world = world
+        self.exchange = RankExchange(world)
         self.run_id = run_id
         self.on_epoch = on_epoch
         self.device = torch.device(config.device)
@@ -117,7 +117,7 @@ class VectorizedTrainer:
                 device=self.device,
                 health_config=config.health,
             )
-            for env_id in range(config.envs)
+            for env_id in world.env_ids(config.envs)
         ]
         self.agent = (
             PPOAgent(OBS_DIM, NUM_ACTIONS, config.ppo, config.recurrent, self.device)
@@ -195,60 +195,88 @@ class VectorizedTrainer:
         """One episode in each active environment, then one PPO update."""
         progress = self.progress
         batch = progress.batches_completed + 1
-        remaining = self.config.episodes - progress.episodes_completed
-        active = self.envs[: min(self.config.envs, remaining)]
+        active = min(self.config.envs, self.config.episodes - progress.episodes_completed)
         attributes: dict[str, str | int] = {
             names.RUN_ID: self.run_id,
             names.BATCH: batch,
             names.EPISODES_COMPLETED: progress.episodes_completed,
         }
-        with tracer.start_as_current_span(
-            names.BATCH_SPAN, context=Context(), links=self.run_links, attributes=attributes
-        ) as batch_span:
-            accuracies, rewards, buffer, steps = self._run_episodes(batch, active)
-            progress.episodes_completed += len(active)
-            progress.batches_completed = batch
-            progress.accuracies.append(fmean(accuracies))
-            progress.rewards.append(fmean(rewards))
-            result = BatchResult(
-                batch,
-                progress.episodes_completed,
-                fmean(accuracies),
-                fmean(rewards),
-                fmean(progress.accuracies),
-                metrics=None,
-                actions=dict(Counter(step.action.name for step in steps)),
-            )
-            self.reward_hacking.observe(batch, steps, result.avg_reward, result.avg_accuracy)
-            if buffer is not None:
-                result = replace(result, metrics=self._update(buffer, result))
-            self.progress_detector.observe(batch, progress.accuracies, result.episodes_completed)
+        with self.exchange.batch_span(attributes, self.run_links) as batch_span:
+            envs = [env for env in self.envs if env.env_id < active]
+            parts = self.exchange.gather(self._run_episodes(batch, envs, active))
+            result = self._learn(batch, parts) if self.world.is_leader else None
+            weights = self.agent.network.state_dict() if self.agent is not None else None
+            shared = self.exchange.share(result, weights, self.escalation.level)
+            if not self.world.is_leader:
+                self._follow(*shared)
+            result = shared[0]
             batch_span.set_attribute(names.AVG_ACCURACY, result.avg_accuracy)
         self.last_batch = result
         return result
 
-    def _run_episodes(
-        self, batch: int, envs: list[HostEnvironment]
-    ) -> tuple[list[float], list[float], RolloutBuffer | None, list[StepOutcome]]:
-        """Run one episode per env in lockstep; returns final accuracies, returns, buffer
-        and every controller step."""
+    def _learn(self, batch: int, parts: list[Episodes]) -> BatchResult:
+        """On rank 0: the batch's episodes from every rank, in env order, recorded and
+        learned from."""
+        progress = self.progress
+        accuracies = [accuracy for part in parts for accuracy in part.accuracies]
+        rewards = [total for part in parts for total in part.returns]
+        steps = [step for part in parts for step in part.steps]
+        buffers = [part.buffer for part in parts if part.buffer is not None]
+        progress.episodes_completed += len(accuracies)
+        progress.batches_completed = batch
+        progress.accuracies.append(fmean(accuracies))
+        progress.rewards.append(fmean(rewards))
+        result = BatchResult(
+            batch,
+            progress.episodes_completed,
+            fmean(accuracies),
+            fmean(rewards),
+            fmean(progress.accuracies),
+            metrics=None,
+            actions=dict(Counter(step.action.name for step in steps)),
+        )
+        self.reward_hacking.observe(batch, steps, result.avg_reward, result.avg_accuracy)
+        if buffers:
+            buffer = RolloutBuffer.joined(buffers, self.device)
+            result = replace(result, metrics=self._update(buffer, result))
+        self.progress_detector.observe(batch, progress.accuracies, result.episodes_completed)
+        return result
+
+    def _follow(
+        self, result: BatchResult, weights: dict[str, Any] | None, level: TelemetryLevel
+    ) -> None:
+        """On the other ranks: rank 0's update, weights and telemetry level taken over,
+        its result recorded as progress."""
+        if self.agent is not None and weights is not None:
+            self.agent.network.load_state_dict(weights)
+        telemetry.set_level(level)
+        progress = self.progress
+        progress.episodes_completed = result.episodes_completed
+        progress.batches_completed = result.batch
+        progress.accuracies.append(result.avg_accuracy)
+        progress.rewards.append(result.avg_reward)
+
+    def _run_episodes(self, batch: int, envs: list[HostEnvironment], active: int) -> Episodes:
+        """Run one episode per env in lockstep (`active` environments on all ranks)."""
+        if not envs:
+            return Episodes([], [], None, [])
         hosts = EnvironmentBatch(envs)
         episode_spans = [
             tracer.start_span(names.EPISODE_SPAN, attributes={names.ENV_ID: env.env_id})
             for env in envs
         ]
         try:
-            accuracies, returns, buffer, steps = self._run_epochs(batch, hosts, episode_spans)
-            for span, accuracy in zip(episode_spans, accuracies, strict=True):
+            episodes = self._run_epochs(batch, hosts, episode_spans, active)
+            for span, accuracy in zip(episode_spans, episodes.accuracies, strict=True):
                 span.set_attribute(names.FINAL_ACCURACY, accuracy)
-            return accuracies, returns, buffer, steps
+            return episodes
         finally:
             for span in episode_spans:
                 span.end()
 
     def _run_epochs(
-        self, batch: int, hosts: EnvironmentBatch, episode_spans: list[Span]
-    ) -> tuple[list[float], list[float], RolloutBuffer | None, list[StepOutcome]]:
+        self, batch: int, hosts: EnvironmentBatch, episode_spans: list[Span], active: int
+    ) -> Episodes:
         config, agent, envs = self.config, self.agent, hosts.envs
         buffer = agent.new_buffer(len(envs), config.max_epochs - 1) if agent else None
         hidden = agent.initial_hidden(len(envs)) if agent else None
@@ -285,12 +313,12 @@ class VectorizedTrainer:
                 if epoch < config.max_epochs:
                     pending, hidden = self._decide(envs, epoch, hidden, epoch_spans)
                 if self.on_epoch is not None:
-                    self.on_epoch(len(envs) / config.max_epochs)
+                    self.on_epoch(active / config.max_epochs)
             finally:
                 for env, span in zip(envs, epoch_spans, strict=False):
                     span.set_attribute(names.SEED_STAGE, env.slot.stage.name)
                     span.end()
-        return accuracies, returns, buffer, steps
+        return Episodes(accuracies, returns, buffer, steps)
 
     @staticmethod
     def _epoch_span(env: HostEnvironment, episode_span: Span, epoch: int) -> Span:

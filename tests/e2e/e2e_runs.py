@@ -5,6 +5,7 @@ JSONL log it writes, and a real Prometheus of our own scraping a run's --prometh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +27,16 @@ import pytest
 SHORT_RUN = ("--dataset", "synthetic", "--envs", "2", "--max-epochs", "6", "--no-progress")
 # More episodes than any test lets run: the test stops it with a signal.
 ENDLESS = ("--episodes", "100000")
+# `esper train` in one process.
+TRAIN = (sys.executable, "-m", "app", "train")
+
+
+def torchrun(processes: int) -> tuple[str, ...]:
+    """`esper train` in `processes` ranks on this machine, launched by torchrun."""
+    return (
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone"),
+        *(f"--nproc-per-node={processes}", "-m", "app", "train"),
+    )
 
 
 def child_environment(otel: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -36,12 +47,16 @@ def child_environment(otel: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def train_to_the_end(
-    args: Sequence[str], telemetry_dir: Path, otel: Mapping[str, str] | None = None
+    args: Sequence[str],
+    telemetry_dir: Path,
+    otel: Mapping[str, str] | None = None,
+    command: Sequence[str] = TRAIN,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m app train ARGS --telemetry-dir DIR` run to its end in a child process (in
-    DIR's parent, with `child_environment(otel)`), its output captured."""
+    """`python -m app train ARGS --telemetry-dir DIR` (or `command` ARGS ...) run to its
+    end in a child process (in DIR's parent, with `child_environment(otel)`), its output
+    captured."""
     return subprocess.run(
-        [sys.executable, "-m", "app", "train", *args, "--telemetry-dir", str(telemetry_dir)],
+        [*command, *args, "--telemetry-dir", str(telemetry_dir)],
         cwd=telemetry_dir.parent,
         env=child_environment(otel),
         stdin=subprocess.DEVNULL,
@@ -58,15 +73,19 @@ def _default_sigint() -> None:
 
 
 class Training:
-    """`python -m app train ARGS` running in a child process; stderr collected by a thread,
-    with a wait for the first line that starts with a prefix."""
+    """`python -m app train ARGS` (or `command` ARGS) running in a child process; stderr
+    collected by a thread, with a wait for the first line that starts with a prefix."""
 
     def __init__(
-        self, args: Sequence[str], cwd: Path, otel: Mapping[str, str] | None = None
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        otel: Mapping[str, str] | None = None,
+        command: Sequence[str] = TRAIN,
     ) -> None:
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "train", *args],
+            [*command, *args],
             cwd=cwd,
             env=child_environment(otel),
             stdin=subprocess.DEVNULL,
@@ -74,6 +93,8 @@ class Training:
             stderr=subprocess.PIPE,
             text=True,
             preexec_fn=_default_sigint,
+            # A group of its own, so that stop() also reaches torchrun's ranks.
+            process_group=0,
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -115,10 +136,10 @@ class Training:
         return code
 
     def stop(self) -> None:
-        """Kill the child if it still runs (test teardown)."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        """Kill the child and its own children if they still run (test teardown)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
         self._reader.join(timeout=10)
 
 
@@ -157,9 +178,9 @@ def prometheus_binary() -> str:
 
 
 class Prometheus:
-    """A Prometheus server of our own (not the Debian service) scraping one target."""
+    """A Prometheus server of our own (not the Debian service) scraping the targets."""
 
-    def __init__(self, binary: str, directory: Path, target: str) -> None:
+    def __init__(self, binary: str, directory: Path, *targets: str) -> None:
         from receivers import free_port  # tests/otel: on sys.path once conftest ran
 
         self.port = free_port()
@@ -173,7 +194,7 @@ class Prometheus:
             "scrape_configs:\n"
             f"  - job_name: {JOB}\n"
             "    static_configs:\n"
-            f"      - targets: ['{target}']\n",
+            f"      - targets: [{', '.join(repr(target) for target in targets)}]\n",
             encoding="utf-8",
         )
         self.log = directory / "prometheus.log"
@@ -239,10 +260,15 @@ class Prometheus:
 
 
 def scraped_run(
-    tmp_path: Path, binary: str, training: list[Training], servers: list[Prometheus]
+    tmp_path: Path,
+    binary: str,
+    training: list[Training],
+    servers: list[Prometheus],
+    processes: int = 1,
 ) -> tuple[Training, Prometheus, str]:
-    """A short synthetic `esper train --prometheus-port 0` that runs until stopped, and a
-    Prometheus of our own scraping it every second: (the run, the server, the run id).
+    """A short synthetic `esper train --prometheus-port 0` that runs until stopped (in
+    `processes` ranks under torchrun when more than one), and a Prometheus of our own
+    scraping every rank's endpoint every second: (the run, the server, the run id).
 
     The critic is judged from its first update, whose explained variance is below the
     collapse threshold, so that the run raises a warning event within seconds."""
@@ -255,13 +281,17 @@ def scraped_run(
             *("--prometheus-port", "0", "--telemetry-dir", str(telemetry_dir)),
         ],
         cwd=tmp_path,
+        command=TRAIN if processes == 1 else torchrun(processes),
     )
     training.append(run)
-    line = run.lines[run.wait_for_line("esper: metrics at http://localhost:", timeout=120)]
-    port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
+    targets, after = [], -1
+    for _ in range(processes):
+        after = run.wait_for_line("esper: metrics at http://localhost:", 120, after)
+        port = run.lines[after].split("http://localhost:", 1)[1].split("/", 1)[0]
+        targets.append(f"127.0.0.1:{port}")
     run_id = json.loads((only_run_dir(telemetry_dir) / "run.json").read_text())["run_id"]
 
     (tmp_path / "prometheus").mkdir()
-    prometheus = Prometheus(binary, tmp_path / "prometheus", f"127.0.0.1:{port}")
+    prometheus = Prometheus(binary, tmp_path / "prometheus", *targets)
     servers.append(prometheus)
     return run, prometheus, run_id

@@ -1,7 +1,9 @@
 """Every Grafana panel query runs against a real Prometheus that scraped a real training
 run: Grafana's variables are substituted as Grafana would, each query goes through
 Prometheus's HTTP query API, and a query that errors or returns no series fails the test.
-The Jaeger data source's trace-to-metrics queries are run too.
+The Jaeger data source's trace-to-metrics queries are run too. The run is a single
+process, and a run of two ranks under torchrun, whose panels must not draw any series
+twice (once per rank).
 
 Needs the `prometheus` binary (Debian package `prometheus`), like test_prometheus.py.
 """
@@ -64,6 +66,18 @@ def trace_to_metrics_queries() -> list[tuple[str, str]]:
     return [(query["name"], query["query"]) for query in links["queries"]]
 
 
+def drawn_twice(result: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The series a panel would draw more than once: the same labels but for the ones
+    that say where a series was scraped from (`rank`, `instance`)."""
+    seen: dict[tuple[tuple[str, str], ...], int] = {}
+    for item in result:
+        labels = tuple(
+            sorted((k, v) for k, v in item["metric"].items() if k not in ("rank", "instance"))
+        )
+        seen[labels] = seen.get(labels, 0) + 1
+    return [dict(labels) for labels, count in seen.items() if count > 1]
+
+
 def evaluate(prometheus: Prometheus, expr: str) -> list[dict[str, Any]] | str:
     """The series `expr` evaluates to now, or the error Prometheus answered with."""
     try:
@@ -75,21 +89,29 @@ def evaluate(prometheus: Prometheus, expr: str) -> list[dict[str, Any]] | str:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
 def test_every_grafana_panel_query_returns_series_for_a_real_run(
-    tmp_path: Path, binary: str, servers: list[Prometheus], training: list[Training]
+    tmp_path: Path,
+    binary: str,
+    servers: list[Prometheus],
+    training: list[Training],
+    processes: int,
 ) -> None:
     queries = panel_queries()
     assert len(queries) >= 4 * 4, "the dashboards went missing"
     exempt_panels = {panel for (_, panel) in EXEMPT}
     assert exempt_panels <= {panel for (_, panel, _) in queries}, "an exemption names no panel"
 
-    run, prometheus, run_id = scraped_run(tmp_path, binary, training, servers)
+    run, prometheus, run_id = scraped_run(tmp_path, binary, training, servers, processes)
     selector = f'run_id="{run_id}"'
     # Two PPO updates (every gauge, histogram and counter has a series by the first) ...
     prometheus.wait_until(
         f'esper_events_total{{{selector},event_type="PPO_UPDATE_COMPLETED"}} >= 2', timeout=180
     )
     prometheus.wait_until(f"esper_ppo_update_duration_seconds_count{{{selector}}} >= 2", 60)
+    # Explained variance is undefined (NaN, not exported) while every episode's return is
+    # the same: until an environment grows a seed that another does not.
+    prometheus.wait_until(f"esper_ppo_explained_variance{{{selector}}}", 120)
     # ... and an anomaly: the first update detects value collapse (explained variance
     # < 0.1), a warning event.
     prometheus.wait_until(
@@ -120,6 +142,8 @@ def test_every_grafana_panel_query_returns_series_for_a_real_run(
             failures.append(f"{dashboard} / {panel}: {query}\n    error: {result}")
         elif not result:
             failures.append(f"{dashboard} / {panel}: {query}\n    no series")
+        elif twice := drawn_twice(result):
+            failures.append(f"{dashboard} / {panel}: {query}\n    drawn once per rank: {twice}")
     for name, expr in trace_to_metrics_queries():
         query = substitute(expr.replace("$__tags", selector), run_id)
         result = evaluate(prometheus, query)

@@ -86,3 +86,42 @@ def test_buffer_rejects_misuse():
         buffer.advantages_and_returns(gamma=0.99, gae_lambda=0.95)
     with pytest.raises(ValueError, match="hidden"):
         buffer.add(*[torch.zeros(2)] * 7)
+
+
+@pytest.mark.parametrize("hidden_size", [None, 3])
+def test_joined_buffers_are_the_buffer_one_process_fills(hidden_size: int | None) -> None:
+    """Rollouts stepped in two processes, joined on rank 0, give the update the very
+    tensors, advantages and returns one process would."""
+    steps, obs_dim, actions = 4, 5, 3
+    whole = RolloutBuffer(4, steps, obs_dim, actions, hidden_size=hidden_size)
+    parts = [RolloutBuffer(n, steps, obs_dim, actions, hidden_size=hidden_size) for n in (3, 1)]
+    for _ in range(steps):
+        step = [
+            torch.randn(4, obs_dim),
+            torch.rand(4, actions) > 0.3,
+            torch.randint(actions, (4,)),
+            torch.randn(4),
+            torch.randn(4),
+            torch.randn(4),
+            (torch.rand(4) > 0.8).float(),
+        ]
+        hidden = None
+        if hidden_size is not None:
+            hidden = (torch.randn(1, 4, hidden_size), torch.randn(1, 4, hidden_size))
+        whole.add(*step, hidden)
+        for part, rows in zip(parts, (slice(0, 3), slice(3, 4)), strict=True):
+            part_hidden = None if hidden is None else (hidden[0][:, rows], hidden[1][:, rows])
+            part.add(*(tensor[rows] for tensor in step), part_hidden)
+    joined = RolloutBuffer.joined(parts, torch.device("cpu"))
+    for name in ("obs", "masks", "actions", "logprobs", "values", "rewards", "dones"):
+        assert torch.equal(getattr(joined, name), getattr(whole, name)), name
+    if hidden_size is not None:
+        assert joined.hidden_states is not None and whole.hidden_states is not None
+        for mine, theirs in zip(joined.hidden_states, whole.hidden_states, strict=True):
+            assert torch.equal(mine, theirs)
+    for mine, theirs in zip(
+        joined.advantages_and_returns(0.99, 0.95),
+        whole.advantages_and_returns(0.99, 0.95),
+        strict=True,
+    ):
+        assert torch.equal(mine, theirs)

@@ -21,13 +21,14 @@ from app.model.host import SLOT_ID
 from app.model.stacked_seeds import StackedSeeds
 from app.rl.anomaly import Anomaly, AnomalyThresholds
 from app.rl.ppo_statistics import LAYER_STAT_NAMES
+from app.training.batch_parts import BatchResult
 from app.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from app.training.commands import run_command
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
 from app.training.environment import EpochResult, HostConfig, HostEnvironment
 from app.training.environment_batch import EnvironmentBatch, Scope
-from app.training.vectorized import BatchResult, VectorizedTrainer
+from app.training.vectorized import VectorizedTrainer
 
 MakeConfig = Callable[..., RunConfig]
 
