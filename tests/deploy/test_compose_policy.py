@@ -148,6 +148,12 @@ def test_training_parameters_come_from_the_environment(variable: str, flag: str)
     ), command
 
 
+def test_the_process_count_comes_from_the_environment_and_defaults_to_one() -> None:
+    # The image's entry point reads it; one process is `esper train` as before.
+    env = _services()["trainer"]["environment"]
+    assert env["ESPER_NPROC"] == "${ESPER_NPROC:-1}"
+
+
 def test_grafana_mounts_the_provisioning_read_only_and_allows_anonymous_viewers() -> None:
     grafana = _services()["grafana"]
     volumes = [str(v) for v in grafana["volumes"]]

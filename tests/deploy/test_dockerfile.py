@@ -1,4 +1,5 @@
-"""The trainer's Dockerfile: non-root, `esper train`, the same pyproject as the tests."""
+"""The trainer's Dockerfile: non-root, `esper train` through the entry point script, the same
+pyproject as the tests."""
 
 from __future__ import annotations
 
@@ -37,10 +38,26 @@ def test_the_final_user_is_not_root() -> None:
     assert final not in ("root", "0"), final
 
 
-def test_the_entry_point_is_esper_train() -> None:
-    entrypoints = [args for keyword, args in instructions() if keyword == "ENTRYPOINT"]
+def test_the_entry_point_is_the_trainer_script() -> None:
+    # test_trainer_entrypoint.py checks that the script runs `esper train` (or torchrun).
+    steps = instructions()
+    entrypoints = [args for keyword, args in steps if keyword == "ENTRYPOINT"]
     assert entrypoints
-    assert json.loads(entrypoints[-1]) == ["esper", "train"]
+    copies = {}
+    for keyword, args in steps:
+        if keyword == "COPY":
+            *flags_and_sources, destination = args.split()
+            sources = [a for a in flags_and_sources if not a.startswith("--")]
+            flags = [a for a in flags_and_sources if a.startswith("--")]
+            copies[destination] = (sources, flags)
+    [script] = json.loads(entrypoints[-1])
+    assert script in copies, f"{script} is not copied into the image"
+    sources, flags = copies[script]
+    assert sources == ["deploy/trainer-entrypoint.sh"]
+    modes = [int(f.partition("=")[2], 8) for f in flags if f.startswith("--chmod=")]
+    # Executable by the image user; owned by root (no --chown), so not changeable by it.
+    assert modes and modes[-1] & 0o001, flags
+    assert not any(f.startswith("--chown") for f in flags), flags
 
 
 def test_it_installs_the_project_from_its_pyproject() -> None:
