@@ -68,7 +68,7 @@ def _start_and_run(args: argparse.Namespace, stop: StopRequest) -> int:
     torch.set_num_threads(args.threads)
     world = join(config.device, args.rank_timeout)
     try:
-        _check_world(args, config, world)
+        _check_world(config, world)
         run_id = world.broadcast(uuid.uuid4().hex[:16], "agreeing on the run id")
         port = args.prometheus_port
         try:
@@ -88,12 +88,8 @@ def _start_and_run(args: argparse.Namespace, stop: StopRequest) -> int:
         leave(world)
 
 
-def _check_world(args: argparse.Namespace, config: RunConfig, world: World) -> None:
-    """What a run of several processes cannot do, refused before any work starts."""
-    if world.size == 1:
-        return
-    if args.save or args.resume:
-        raise UsageError("--save and --resume work in a run of one process only")
+def _check_world(config: RunConfig, world: World) -> None:
+    """A run of several processes that cannot work, refused before any work starts."""
     if config.envs < world.size:
         raise UsageError(
             f"--envs {config.envs} is fewer than the {world.size} processes: "
@@ -132,7 +128,7 @@ def _run(
     try:
         console = ConsoleSink(verbose=args.verbose) if world.is_leader else None
         hub = _hub(jsonl, console, otel, world)
-        saver = CheckpointSaver(args.save, report_line) if args.save else None
+        saver = CheckpointSaver(args.save, report_line, world.is_leader) if args.save else None
     except BaseException:  # a start-up signal: a run that never started leaves nothing
         if world.is_leader:
             discard_event_log(jsonl)

@@ -76,6 +76,14 @@ class World:
         )
         return found
 
+    def all_gather(self, value: T, what: str) -> list[T]:
+        """Every rank's `value` in rank order, on every rank."""
+        if self.size == 1:
+            return [value]
+        found: list[Any] = [None] * self.size
+        self._collective(what, lambda: dist.all_gather_object(found, value))
+        return found
+
     def _collective(self, what: str, run: Any) -> None:
         try:
             run()

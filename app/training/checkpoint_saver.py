@@ -18,14 +18,21 @@ from app.training.checkpoint import save_checkpoint
 
 @dataclass
 class CheckpointSaver:
+    """Saves after each batch. In a run of several processes every rank has one, since
+    every rank takes part in gathering the state, and rank 0's alone writes
+    (`writes`)."""
+
     path: Path
     report: Callable[[str], None]
+    writes: bool = True
     saved_after: int | None = None  # the batch the file holds, when this run saved it
     failures: int = 0
     last_error: str = ""
     last_failed: bool = False
 
     def save(self, state: dict[str, Any], batch: int) -> None:
+        if not self.writes:
+            return
         try:
             save_checkpoint(self.path, state)
         except OSError as error:

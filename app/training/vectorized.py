@@ -1,9 +1,9 @@
 """The vectorized PPO loop: N environments in lockstep, one PPO update per batch.
 
 Each batch runs one episode per environment: `max_epochs` epochs of host training, with a
-controller decision after every epoch but the last. The reward of a decision is what the
-seed's measured contribution gains over the next epoch minus the seed's parameter rent
-(plus the germination bonus, if one is configured). Memory is sampled after every lockstep
+controller decision after every epoch but the last (app/training/decisions.py). The
+reward of a decision is what the seed's measured contribution gains over the next epoch
+minus the seed's parameter rent (plus the germination bonus, if one is configured). Memory is sampled after every lockstep
 epoch, and each batch's steps go to the reward hacking detector. One trace per batch: the
 `esper.batch` root links to the run's `esper.run` span; under it one `esper.episode` per
 environment holding its `esper.epoch` spans, and the `esper.ppo.update` span.
@@ -28,25 +28,20 @@ from opentelemetry.trace import Link, Span
 
 from app import telemetry
 from app.contracts import telemetry_names as names
-from app.contracts.actions import NUM_ACTIONS, Action, action_mask
+from app.contracts.actions import NUM_ACTIONS
 from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
-from app.contracts.signals import TrainingSignals
-from app.control.heuristic import HeuristicController
-from app.control.static import StaticController
 from app.distributed.world import SINGLE, World
 from app.rl.anomaly import AnomalyDetector, TelemetryEscalation, report
 from app.rl.buffer import RolloutBuffer
-from app.rl.features import OBS_DIM, observation
-from app.rl.networks import Hidden
+from app.rl.features import OBS_DIM
 from app.rl.ppo import PPOAgent
 from app.rl.ppo_statistics import PPOUpdateMetrics
 from app.rl.reward_hacking import RewardHackingDetector, StepOutcome
-from app.rl.rewards import step_reward
 from app.training.batch_parts import BatchResult, Episodes
 from app.training.checkpoint import CheckpointError
-from app.training.commands import run_command
 from app.training.config import RunConfig
 from app.training.datasets import Dataset
+from app.training.decisions import Controller, Decision, outcomes, signals
 from app.training.environment import HostEnvironment
 from app.training.environment_batch import EnvironmentBatch, Scope
 from app.training.memory import MemoryMonitor
@@ -65,20 +60,6 @@ class Progress:
     episodes_completed: int = 0
     accuracies: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
     rewards: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
-
-
-@dataclass
-class _Decision:
-    """A decision whose reward is known only after the next epoch."""
-
-    obs: torch.Tensor
-    masks: torch.Tensor
-    actions: torch.Tensor
-    logprobs: torch.Tensor
-    values: torch.Tensor
-    hidden: Hidden
-    contributions: list[float]
-    germinated: list[bool]
 
 
 class VectorizedTrainer:
@@ -124,11 +105,7 @@ class VectorizedTrainer:
             if config.controller == "ppo"
             else None
         )
-        self.rules: HeuristicController | StaticController = (
-            StaticController()
-            if config.controller == "static"
-            else HeuristicController(config.heuristic)
-        )
+        self.controller = Controller(config, self.agent)
         self.detector = AnomalyDetector(config.anomaly)
         self.escalation = TelemetryEscalation(
             config.telemetry_level, config.anomaly.escalation_updates
@@ -141,8 +118,13 @@ class VectorizedTrainer:
         telemetry.set_level(config.telemetry_level)
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint needs to continue this run where it stopped."""
+        """What a checkpoint needs to continue this run where it stopped. In a run of
+        several processes every rank calls it, to share its environments' states; rank
+        0's, which holds the learner's, is the checkpoint."""
         progress = self.progress
+        mine = [(env.env_id, env.rng.get_state(), env.seeds_grown) for env in self.envs]
+        shares = self.world.all_gather(mine, "sharing the environments' states")
+        envs = sorted(env for share in shares for env in share)
         return {
             **self._setup(),
             "agent": None if self.agent is None else self.agent.state_dict(),
@@ -152,8 +134,8 @@ class VectorizedTrainer:
             "rewards": list(progress.rewards),
             "escalation_remaining": self.escalation.remaining,
             "torch_rng": torch.get_rng_state(),
-            "env_rng": [env.rng.get_state() for env in self.envs],
-            "seeds_grown": [env.seeds_grown for env in self.envs],
+            "env_rng": [rng for _, rng, _ in envs],
+            "seeds_grown": [grown for _, _, grown in envs],
         }
 
     def _setup(self) -> dict[str, Any]:
@@ -172,9 +154,9 @@ class VectorizedTrainer:
             if self.agent is not None:
                 self.agent.load_state_dict(state["agent"])
             torch.set_rng_state(saved.torch_rng)
-            for env, rng, grown in zip(self.envs, saved.env_rng, saved.seeds_grown, strict=True):
-                env.rng.set_state(rng)
-                env.seeds_grown = grown
+            for env in self.envs:
+                env.rng.set_state(saved.env_rng[env.env_id])
+                env.seeds_grown = saved.seeds_grown[env.env_id]
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise CheckpointError(
@@ -283,7 +265,7 @@ class VectorizedTrainer:
         returns = [0.0] * len(envs)
         accuracies: list[float] = []
         steps: list[StepOutcome] = []
-        pending: _Decision | None = None
+        pending: Decision | None = None
         for epoch in range(1, config.max_epochs + 1):
             epoch_spans = [
                 self._epoch_span(env, span, epoch)
@@ -292,12 +274,12 @@ class VectorizedTrainer:
             try:
                 hosts.run_epoch(epoch, _in_spans(epoch_spans))
                 self.memory.sample(batch, epoch)
-                accuracies = [self._signals(env).val_accuracy for env in envs]
+                accuracies = [signals(env).val_accuracy for env in envs]
                 if pending is not None:
                     contributions = [env.slot.contribution for env in envs]
-                    step_rewards = self._rewards(envs, pending, contributions)
+                    step_rewards = self.controller.rewards(envs, pending, contributions)
                     returns = [total + r for total, r in zip(returns, step_rewards, strict=True)]
-                    steps += _outcomes(pending, step_rewards, contributions)
+                    steps += outcomes(pending, step_rewards, contributions)
                     if buffer is not None:
                         done = float(epoch == config.max_epochs)
                         buffer.add(
@@ -311,7 +293,7 @@ class VectorizedTrainer:
                             pending.hidden,
                         )
                 if epoch < config.max_epochs:
-                    pending, hidden = self._decide(envs, epoch, hidden, epoch_spans)
+                    pending, hidden = self.controller.decide(envs, epoch, hidden, epoch_spans)
                 if self.on_epoch is not None:
                     self.on_epoch(active / config.max_epochs)
             finally:
@@ -329,74 +311,6 @@ class VectorizedTrainer:
             context=trace.set_span_in_context(episode_span),
             attributes={names.ENV_ID: env.env_id, names.EPOCH: epoch},
         )
-
-    def _decide(
-        self,
-        envs: list[HostEnvironment],
-        epoch: int,
-        hidden: Hidden,
-        epoch_spans: list[Span],
-    ) -> tuple[_Decision, Hidden]:
-        """Choose and apply one action per environment (under that env's epoch span);
-        returns the decision and the recurrent state to act from next."""
-        max_epochs = self.config.max_epochs
-        obs = torch.tensor(
-            [observation(self._signals(env), env.slot.state, epoch, max_epochs) for env in envs],
-            dtype=torch.float32,
-        )
-        masks = torch.tensor(
-            [action_mask(env.slot.stage, self._signals(env).host_stabilized) for env in envs]
-        )
-        if self.agent is not None:
-            # Each environment's own noise, so that its actions are the same in any process.
-            uniform = torch.stack([torch.rand(NUM_ACTIONS, generator=env.rng) for env in envs])
-            result = self.agent.act(obs, masks, hidden, uniform=uniform)
-            actions, logprobs, values = result.actions, result.logprobs, result.values
-            next_hidden = result.hidden
-        else:
-            decided = [
-                self.rules.decide(self._signals(env), env.slot.state, env.env_id + env.seeds_grown)
-                for env in envs
-            ]
-            actions = torch.tensor([int(a) for a in decided])
-            logprobs = values = torch.zeros(len(envs))
-            next_hidden = None
-        # Taken before acting: a cull's reward is the contribution it gives up.
-        contributions = [env.slot.contribution for env in envs]
-        chosen = zip(envs, epoch_spans, actions.tolist(), masks.tolist(), strict=True)
-        germinated = []
-        for env, span, action, mask in chosen:
-            with trace.use_span(span, end_on_exit=False):
-                executed = run_command(env, Action(action), mask[action], self.config.controller)
-            germinated.append(executed and Action(action).is_germinate)
-        decision = _Decision(
-            obs, masks, actions, logprobs, values, hidden, contributions, germinated
-        )
-        return decision, next_hidden
-
-    def _rewards(
-        self, envs: list[HostEnvironment], decision: _Decision, contributions: list[float]
-    ) -> list[float]:
-        """Each environment's reward for `decision`, now that the next epoch has run and
-        its seed contributes `contributions`."""
-        steps = zip(envs, decision.contributions, contributions, decision.germinated, strict=True)
-        return [
-            step_reward(
-                before,
-                after,
-                env.seed_params,
-                env.host_params,
-                self.config.reward,
-                germinated=germinated,
-            )
-            for env, before, after, germinated in steps
-        ]
-
-    @staticmethod
-    def _signals(env: HostEnvironment) -> TrainingSignals:
-        if env.signals is None:
-            raise RuntimeError(f"env {env.env_id} has not run an epoch yet")
-        return env.signals
 
     def _update(self, buffer: RolloutBuffer, batch: BatchResult) -> PPOUpdateMetrics:
         """Train the agent on the batch; its anomalies and PPO_UPDATE_COMPLETED are
@@ -440,14 +354,3 @@ class VectorizedTrainer:
 def _in_spans(spans: list[Span]) -> Scope:
     """A scope that puts environment i's events on `spans[i]` (left open)."""
     return lambda index: trace.use_span(spans[index], end_on_exit=False)
-
-
-def _outcomes(
-    decision: _Decision, rewards: list[float], contributions: list[float]
-) -> list[StepOutcome]:
-    """Each env's step of `decision`: its action, reward and the accuracy it bought, the
-    seed's contribution gained (the host's own learning is no controller's doing)."""
-    steps = zip(
-        decision.actions.tolist(), rewards, decision.contributions, contributions, strict=True
-    )
-    return [StepOutcome(Action(a), r, after - before) for a, r, before, after in steps]

@@ -14,7 +14,9 @@ from typing import Any
 import psutil
 import pytest
 from e2e_runs import ENDLESS, SHORT_RUN, Training, only_run_dir, torchrun, train_to_the_end
-from receivers import GrpcReceiver, HttpReceiver, attributes_of
+from receivers import BlackHole, HttpReceiver, attributes_of
+
+from instrumentation.otel import DEFAULT_SHUTDOWN_TIMEOUT_S
 
 # Four environments, two batches of 4 x 6 epochs: ranks 0 and 1 step two each.
 ARGS = (*SHORT_RUN, "--envs", "4", "--episodes", "8", "--threads", "1")
@@ -22,6 +24,7 @@ ARGS = (*SHORT_RUN, "--envs", "4", "--episodes", "8", "--threads", "1")
 POINTS = ("accuracy", "counterfactual", "improvement", "delta", "contribution")
 # A validation sample of the synthetic dataset, in percentage points.
 SAMPLE = 100 / 96
+HTTP = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
 UPDATE_STATISTICS = (
     "policy_loss",
     "value_loss",
@@ -114,7 +117,7 @@ def test_two_ranks_learn_what_one_process_learns(tmp_path: Path) -> None:
     assert same["rank"] == 0
 
 
-def spans_with_ranks(receiver: GrpcReceiver | HttpReceiver) -> list[tuple[int, Any]]:
+def spans_with_ranks(receiver: HttpReceiver) -> list[tuple[int, Any]]:
     """Every exported span with the `esper.rank` of the resource that sent it."""
     with receiver.lock:
         requests = list(receiver.trace_requests)
@@ -128,11 +131,10 @@ def spans_with_ranks(receiver: GrpcReceiver | HttpReceiver) -> list[tuple[int, A
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_one_trace_per_batch_holds_every_rank_and_every_log_line(
-    tmp_path: Path, protocol: str
-) -> None:
-    receiver = (GrpcReceiver() if protocol == "grpc" else HttpReceiver()).start()
+def test_one_trace_per_batch_holds_every_rank_and_every_log_line(tmp_path: Path) -> None:
+    """Over OTLP/HTTP (both protocols carry the same spans: test_otlp_export.py)."""
+    protocol = "http/protobuf"
+    receiver = HttpReceiver().start()
     otel = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
@@ -270,3 +272,83 @@ def test_sigterm_to_torchrun_flushes_every_rank(tmp_path: Path, training: list[T
     assert set(counts) == {"events.jsonl", "events-rank1.jsonl"} and all(counts.values())
     assert summary_events(run.stderr) == sum(counts.values())
     assert f"{run_dir / 'events-rank1.jsonl'} (rank 1)" in run.stderr
+
+
+@pytest.mark.slow
+def test_a_process_without_an_environment_is_refused_before_any_work(tmp_path: Path) -> None:
+    done = train_to_the_end(
+        [*SHORT_RUN, "--envs", "1"], tmp_path / "telemetry", command=torchrun(2)
+    )
+    assert done.returncode != 0
+    assert "esper: error: --envs 1 is fewer than the 2 processes" in done.stderr
+    assert not (tmp_path / "telemetry").exists()
+
+
+@pytest.mark.slow
+def test_a_run_of_two_ranks_resumes_where_its_checkpoint_stopped(tmp_path: Path) -> None:
+    """The second batch after a resume is the second batch of the run that went on: the
+    same processes stack the same hosts, so the numbers are the same to the bit."""
+    checkpoint = tmp_path / "run.pt"
+    runs = {}
+    for name, more in (
+        ("whole", []),
+        ("first", ["--episodes", "4", "--save", str(checkpoint)]),
+        ("rest", ["--resume", str(checkpoint)]),
+    ):
+        (tmp_path / name).mkdir()
+        done = train_to_the_end([*ARGS, *more], tmp_path / name / "telemetry", command=torchrun(2))
+        assert done.returncode == 0, done.stderr
+        runs[name] = [
+            line
+            for line in records(only_run_dir(tmp_path / name / "telemetry"))
+            if line["data"].get("env_id") is not None
+            or line["event_type"] == "PPO_UPDATE_COMPLETED"
+        ]
+
+    def second_batch(lines: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        updates = [x for x in lines if x["event_type"] == "PPO_UPDATE_COMPLETED"]
+        trace = updates[-1]["trace_id"]
+        return sorted(
+            (
+                x["event_type"],
+                x["data"].get("env_id", -1),
+                x["epoch"],
+                json.dumps(
+                    {k: v for k, v in x["data"].items() if k != "duration_s"}, sort_keys=True
+                ),
+            )
+            for x in lines
+            if x["trace_id"] == trace
+        )
+
+    assert second_batch(runs["rest"]) == second_batch(runs["whole"])
+
+
+@pytest.mark.slow
+def test_a_collector_that_never_answers_costs_each_rank_its_shutdown_bound_at_most(
+    tmp_path: Path,
+) -> None:
+    """As for one process (test_dead_collector.py): at most twice the run without an
+    endpoint (load), plus the export's shutdown bound, plus 5 s of slack; every rank
+    waits for its own export in parallel, so two ranks cost one bound, not two."""
+    timings = {}
+    listener = BlackHole()
+    try:
+        for name, otel in (
+            ("baseline", None),
+            ("dead", {"OTEL_EXPORTER_OTLP_ENDPOINT": listener.endpoint, **HTTP}),
+        ):
+            (tmp_path / name).mkdir()
+            started = time.perf_counter()
+            done = train_to_the_end(ARGS, tmp_path / name / "telemetry", otel, command=torchrun(2))
+            timings[name] = time.perf_counter() - started
+            assert done.returncode == 0, done.stderr
+            counts = {
+                path.name: whole_lines(path)
+                for path in only_run_dir(tmp_path / name / "telemetry").glob("events*.jsonl")
+            }
+            assert summary_events(done.stderr) == sum(counts.values()) > 0
+    finally:
+        listener.stop()
+    bound = 2 * timings["baseline"] + DEFAULT_SHUTDOWN_TIMEOUT_S + 5
+    assert timings["dead"] <= bound, timings

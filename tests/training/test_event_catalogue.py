@@ -26,7 +26,7 @@ import torch
 from helpers import EventRecorder, documented_events, train_alone
 from torch import Tensor
 
-import app.training.vectorized as vectorized_module
+import app.training.decisions as decisions_module
 from app import telemetry
 from app.contracts.actions import Action
 from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
@@ -129,7 +129,7 @@ def nan_rewards(dataset: Dataset, config: RunConfig) -> None:
     """A PPO batch whose reward function returns NaN (what a host whose accuracy diverged
     would give): the update skips its broken minibatches and reports the instability."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(vectorized_module, "step_reward", _nan_reward)
+        patch.setattr(decisions_module, "step_reward", _nan_reward)
         _train(replace(config, controller="ppo", episodes=config.envs), dataset)
 
 
