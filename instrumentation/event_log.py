@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from instrumentation.sinks.jsonl import JsonlSink, SpanIdsProvider
+from instrumentation.sinks.jsonl import EVENTS_FILE_NAME, JsonlSink, SpanIdsProvider
 from instrumentation.sinks.run_directory import join_run_directory
 
 RUN_FILE_NAME = "run.json"
@@ -86,9 +86,10 @@ def join_event_log(
 
 
 def discard_event_log(sink: JsonlSink) -> None:
-    """Remove what `start_event_log` created (`run.json`, the log, the run directory) for a
-    run that did not start."""
-    (sink.path.parent / RUN_FILE_NAME).unlink(missing_ok=True)
+    """Remove what `start_event_log` created (`run.json`, the log, the run directory), or
+    `join_event_log` (a rank's log), for a run that did not start."""
+    if sink.path.name == EVENTS_FILE_NAME:
+        (sink.path.parent / RUN_FILE_NAME).unlink(missing_ok=True)
     sink.discard()
 
 

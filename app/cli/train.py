@@ -130,10 +130,7 @@ def _run(
         hub = _hub(jsonl, console, otel, world)
         saver = CheckpointSaver(args.save, report_line, world.is_leader) if args.save else None
     except BaseException:  # a start-up signal: a run that never started leaves nothing
-        if world.is_leader:
-            discard_event_log(jsonl)
-        else:
-            jsonl.discard()
+        discard_event_log(jsonl)
         raise
     # From here a signal ends the run with its summary.
     stop.start_training()

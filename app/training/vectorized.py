@@ -3,10 +3,11 @@
 Each batch runs one episode per environment: `max_epochs` epochs of host training, with a
 controller decision after every epoch but the last (app/training/decisions.py). The
 reward of a decision is what the seed's measured contribution gains over the next epoch
-minus the seed's parameter rent (plus the germination bonus, if one is configured). Memory is sampled after every lockstep
-epoch, and each batch's steps go to the reward hacking detector. One trace per batch: the
-`esper.batch` root links to the run's `esper.run` span; under it one `esper.episode` per
-environment holding its `esper.epoch` spans, and the `esper.ppo.update` span.
+minus the seed's parameter rent (plus the germination bonus, if one is configured).
+Memory is sampled after every lockstep epoch, and each batch's steps go to the reward
+hacking detector. One trace per batch: the `esper.batch` root links to the run's
+`esper.run` span; under it one `esper.episode` per environment holding its `esper.epoch`
+spans, and the `esper.ppo.update` span.
 
 Across several processes (app/distributed/world.py) each rank steps its share of the
 environments; rank 0 opens the batch's span and hands its context to the other ranks, so
