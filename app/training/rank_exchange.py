@@ -68,8 +68,11 @@ class RankExchange:
         weights: dict[str, Any] | None,
         level: TelemetryLevel,
     ) -> tuple[BatchResult, dict[str, Any] | None, TelemetryLevel]:
-        """Rank 0's result, policy weights and telemetry level, on every rank."""
+        """Rank 0's result, policy weights and telemetry level, on every rank. The weights
+        travel on the CPU: a CUDA tensor would arrive on the sender's device index."""
         if self.world.size > 1:
+            if weights is not None:
+                weights = {name: tensor.cpu() for name, tensor in weights.items()}
             result, weights, level = self.world.broadcast(
                 (result, weights, level), "sending the update to every rank"
             )
