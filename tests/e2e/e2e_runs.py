@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 # Short PPO runs: two environments, two batches of 2 x 6 epochs; seed 0 is the default.
@@ -93,8 +94,6 @@ class Training:
             stderr=subprocess.PIPE,
             text=True,
             preexec_fn=_default_sigint,
-            # A group of its own, so that stop() also reaches torchrun's ranks.
-            process_group=0,
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -136,9 +135,13 @@ class Training:
         return code
 
     def stop(self) -> None:
-        """Kill the child and its own children if they still run (test teardown)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        """Kill the child and every process it started, if they still run (test
+        teardown): torchrun starts its ranks in sessions of their own."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for descendant in psutil.Process(self.process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    descendant.kill()
+        self.process.kill()
         self.process.wait()
         self._reader.join(timeout=10)
 
