@@ -11,6 +11,7 @@ Needs the `prometheus` binary (Debian package `prometheus`), like test_prometheu
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ BUILT_INS = {
     "$__interval": "5s",
     "$__range": "1h",
 }
+
+# How long a query may take to return a series: a few of the run's batches.
+WITHIN_S = 30.0
 
 # Panels a short run cannot fill, by (dashboard title, panel title) -> why. None today:
 # anomaly counters report every known type at zero from the start, the run detects value
@@ -79,13 +83,21 @@ def drawn_twice(result: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def evaluate(prometheus: Prometheus, expr: str) -> list[dict[str, Any]] | str:
-    """The series `expr` evaluates to now, or the error Prometheus answered with."""
-    try:
-        return prometheus.query(expr)
-    except urllib.error.HTTPError as error:  # 400 and 422: a bad query
-        return f"HTTP {error.code}: {error.read().decode(errors='replace')}"
-    except AssertionError as error:
-        return str(error)
+    """The series `expr` evaluates to within a few scrapes, or the error Prometheus
+    answered with. A few scrapes, as a dashboard refreshes: the explained variance is
+    undefined (not exported) for a batch whose episodes all returned the same, which a
+    short run's batches sometimes do."""
+    deadline = time.monotonic() + WITHIN_S
+    while True:
+        try:
+            result = prometheus.query(expr)
+        except urllib.error.HTTPError as error:  # 400 and 422: a bad query
+            return f"HTTP {error.code}: {error.read().decode(errors='replace')}"
+        except AssertionError as error:
+            return str(error)
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
 
 
 @pytest.mark.slow
