@@ -216,7 +216,8 @@ class Prometheus:
             )
 
     def query(self, promql: str) -> list[dict[str, Any]]:
-        """The instant vector `promql` evaluates to now: [{"metric": labels, "value": ...}]."""
+        """What `promql` evaluates to now: [{"metric": labels, "value": ...}] for an
+        instant vector, "values" in place of "value" for a range vector."""
         url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
         with urllib.request.urlopen(url, timeout=5) as response:
             body = json.load(response)

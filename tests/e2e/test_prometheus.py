@@ -40,10 +40,14 @@ def test_a_real_prometheus_scrapes_every_metric_of_the_table_with_its_labels(
     prometheus.wait_until(anomaly, timeout=120)
     # Every series once scraped: the histograms and PPO gauges exist from the first update.
     prometheus.wait_until(f'esper_ppo_update_duration_seconds_count{{run_id="{run_id}"}}', 60)
+    prometheus.wait_until(f'esper_ppo_explained_variance{{run_id="{run_id}"}}[10m]', 60)
 
+    # Every series scraped so far, not only those of the latest scrape: the SDK drops a
+    # gauge's undefined value (explained variance is NaN while every return is the same),
+    # so a series can go stale between updates.
     found: dict[str, list[dict[str, str]]] = {}
     for name, labels in TABLE.items():
-        series = [item["metric"] for item in prometheus.query(f'{name}{{job="{JOB}"}}')]
+        series = [item["metric"] for item in prometheus.query(f'{name}{{job="{JOB}"}}[10m]')]
         assert series, f"{name}: no series in Prometheus"
         for metric in series:
             assert metric.get("run_id") == run_id, (name, metric)
