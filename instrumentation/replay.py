@@ -31,19 +31,22 @@ are rebuilt from the events:
   batch and update duration histograms (measured from spans, first parts only) inherit
   that.
 
-Span events and metrics are the live sink's own (`OpenTelemetrySink.emit` with the
-replayed span current): the exact names and attributes of docs/opentelemetry.md, event
-timestamps from the log. Metric values reflect the log, but OTLP metric points carry the
-export time, not the original one: metrics are exported once, when the replay ends. When
-a line carries `trace_id`/`span_id` (logs written by this project), the span its event
-lands on keeps the first such pair as
-`esper.original_trace_id`/`esper.original_span_id`; ids are never reused, so a replay
-does not collide with a run that was exported live.
+Span events, log records and metrics are the live sink's own (`OpenTelemetrySink.emit`
+with the replayed span current): the exact names and attributes of
+docs/opentelemetry.md, event timestamps from the log, and each log record carries the
+trace and span id of the replayed span its span event is on (log records go out only
+when a log exporter is configured: OTEL_LOGS_EXPORTER, or an OTLP endpoint). Metric
+values reflect the log, but OTLP metric points carry the export time, not the original
+one: metrics are exported once, when the replay ends. When a line carries
+`trace_id`/`span_id` (logs written by this project), the span its event lands on keeps
+the first such pair as `esper.original_trace_id`/`esper.original_span_id`; ids are never
+reused, so a replay does not collide with a run that was exported live.
 
-A replay makes spans far faster than training does, and the BatchSpanProcessor drops
-spans once its queue is full; so replay waits for each trace's export before the next,
-until an export fails (then waiting would make a dead collector cost the export timeout
-per trace, and the failures are counted in the summary instead).
+A replay makes spans and records far faster than training does, and the batch processors
+drop them once their queue is full; so replay waits for each trace's export (its spans
+and its log records) before the next, until an export fails (then waiting would make a
+dead collector cost the export timeout per trace, and the failures are counted in the
+summary instead).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ import app
 from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
 from instrumentation.jsonl_reader import LoggedEvent, LogLineError, read_run_events
-from instrumentation.otel.accounting import TRACES_SINK
+from instrumentation.otel.accounting import LOGS_SINK, TRACES_SINK
 from instrumentation.otel.adapter import OpenTelemetrySink, timestamp_ns
 from instrumentation.otel.session import OpenTelemetrySession
 from instrumentation.otel.summary import export_line
@@ -270,8 +273,9 @@ class LogReplayer:
     def _flush(self) -> None:
         """Wait for this trace's export while exports succeed (module docstring)."""
         if self._wait_for_export:
-            self._provider.force_flush(FLUSH_TIMEOUT_MS)
-            self._wait_for_export = not self._session.sink_errors().get(TRACES_SINK, 0)
+            self._session.force_flush(FLUSH_TIMEOUT_MS)
+            errors = self._session.sink_errors()
+            self._wait_for_export = not (errors.get(TRACES_SINK, 0) or errors.get(LOGS_SINK, 0))
 
     def exit_code(self, export_finished: bool) -> int:
         """0 when every line was recorded on a span and exported; 1 when lines were

@@ -1,20 +1,24 @@
-"""What became of every span and metric export: sent, or lost and why.
+"""What became of every span, log record and metric export: sent, or lost and why.
 
 Each exporter has a `SinkLedger` under its sink label (`otlp_traces`, `otlp_metrics`,
-`console_traces`, `console_metrics`). Items move through it in one direction:
+`otlp_logs`, `console_traces`, `console_metrics`, `console_logs`). Items move through it
+in one direction:
 
     admitted --(handed to the exporter)--> in flight --> sent | lost (export failed: ...)
-    refused: lost (queue full, ended after shutdown)
+    refused: lost (queue full, ended or emitted after shutdown)
 
-Spans are admitted when they end and enter the batch queue; a metric export is admitted
-when the reader hands it over. When the session's shutdown bound is reached, `close`
-books what is still queued or in flight as lost to the bound, and the ledger is frozen:
-a late result of an abandoned export changes nothing, so the summary printed right
-after stays true. Span-limit drops (events, attributes, links the SDK discarded because
-of `SpanLimits`) are counted apart: they are parts of spans, not spans.
+Spans are admitted when they end and log records when they are emitted, entering their
+batch queue; a metric export is admitted when the reader hands it over. When the
+session's shutdown bound is reached, `close` books what is still queued or in flight as
+lost to the bound, and the ledger is frozen: a late result of an abandoned export
+changes nothing, so the summary printed right after stays true. Limit drops (events,
+attributes, links the SDK discarded because of `SpanLimits`; attributes it discarded
+from log records because of `LogRecordLimits`) are counted apart: they are parts of
+spans and records, not whole ones.
 
 `ExportAccounts.counts()` feeds `esper_telemetry_sink_errors_total`: items lost per sink
-label, every configured exporter reported from zero, plus `sink="span_limits"`.
+label, every configured exporter reported from zero, plus `sink="span_limits"` and
+`sink="log_limits"` while spans or log records are exported.
 """
 
 from __future__ import annotations
@@ -27,17 +31,20 @@ from typing import Literal
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-Signal = Literal["traces", "metrics"]
-Unit = Literal["span", "export"]
+Signal = Literal["traces", "metrics", "logs"]
+Unit = Literal["span", "export", "record"]
+_UNITS: dict[Signal, Unit] = {"traces": "span", "metrics": "export", "logs": "record"}
 
 QUEUE_FULL = "queue full"
 SHUTDOWN_BOUND = "shutdown bound reached"
 CUT_SHORT = "export cut short by a signal"
 ENDED_AFTER_SHUTDOWN = "ended after shutdown"
-SPAN_LIMITS_SINK = "span_limits"
+EMITTED_AFTER_SHUTDOWN = "emitted after shutdown"
+SPAN_LIMITS_SINK, LOG_LIMITS_SINK = "span_limits", "log_limits"
 # The exporters' sink labels.
-TRACES_SINK, METRICS_SINK = "otlp_traces", "otlp_metrics"
+TRACES_SINK, METRICS_SINK, LOGS_SINK = "otlp_traces", "otlp_metrics", "otlp_logs"
 CONSOLE_TRACES_SINK, CONSOLE_METRICS_SINK = "console_traces", "console_metrics"
+CONSOLE_LOGS_SINK = "console_logs"
 
 
 def export_failed(status: str) -> str:
@@ -73,6 +80,8 @@ class SpanLimitReport:
 class ExportReport:
     sinks: tuple[SinkReport, ...] = ()
     span_limits: SpanLimitReport = SpanLimitReport()
+    # Attributes that LogRecordLimits made the SDK drop from exported log records.
+    log_attributes: int = 0
 
 
 class SinkLedger:
@@ -183,16 +192,34 @@ class SpanLimitCounts:
             return SpanLimitReport(self._events, self._attributes, self._links)
 
 
+class LogLimitCounts:
+    """Attributes that LogRecordLimits dropped from emitted log records."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._attributes = 0
+
+    def count(self, dropped_attributes: int) -> None:
+        if dropped_attributes:
+            with self._lock:
+                self._attributes += dropped_attributes
+
+    def total(self) -> int:
+        with self._lock:
+            return self._attributes
+
+
 class ExportAccounts:
-    """Every ledger of one session, and its span-limit counts."""
+    """Every ledger of one session, and its span- and log-limit counts."""
 
     def __init__(self) -> None:
         self._ledgers: list[SinkLedger] = []
         self._on_close: list[Callable[[], None]] = []
         self.span_limits = SpanLimitCounts()
+        self.log_limits = LogLimitCounts()
 
     def ledger(self, sink: str, signal: Signal) -> SinkLedger:
-        ledger = SinkLedger(sink, signal, "span" if signal == "traces" else "export")
+        ledger = SinkLedger(sink, signal, _UNITS[signal])
         self._ledgers.append(ledger)
         return ledger
 
@@ -216,11 +243,16 @@ class ExportAccounts:
     def counts(self) -> dict[str, int]:
         """Items lost by sink label, for esper_telemetry_sink_errors_total."""
         counts = {ledger.sink: ledger.lost_total() for ledger in self._ledgers}
-        if any(ledger.signal == "traces" for ledger in self._ledgers):
+        signals = {ledger.signal for ledger in self._ledgers}
+        if "traces" in signals:
             counts[SPAN_LIMITS_SINK] = self.span_limits.report().total
+        if "logs" in signals:
+            counts[LOG_LIMITS_SINK] = self.log_limits.total()
         return counts
 
     def report(self) -> ExportReport:
         return ExportReport(
-            tuple(ledger.report() for ledger in self._ledgers), self.span_limits.report()
+            tuple(ledger.report() for ledger in self._ledgers),
+            self.span_limits.report(),
+            self.log_limits.total(),
         )

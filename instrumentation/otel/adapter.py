@@ -1,4 +1,14 @@
-"""The OpenTelemetry sink: each domain event becomes a span event and metric updates.
+"""The OpenTelemetry sink: each domain event becomes a span event, a log record and
+metric updates.
+
+One emission path feeds both the span event and the log record: `capture`, on the
+emitting thread, adds the span event to the current span and notes the current context;
+`deliver`, on the hub's delivery thread, emits the log record with that context (so its
+trace and span ids are those of the span holding the span event) and updates the
+metrics. The SDK has no processor that turns log records into span events, and one
+would have to run on the emitting thread while the span is still open, building every
+record's attributes there; this way the training thread only appends the deferred span
+event and reads a context variable, and the record is built off it (event_logs.py).
 
 Span events (docs/opentelemetry.md, a contract): name `esper.<event type in lower case>` on the span
 current when the event was emitted (the innermost `esper.*` span), timestamp = the
@@ -30,6 +40,7 @@ from opentelemetry.trace import SpanContext, Status, StatusCode
 
 from app.contracts.events import EventType, Severity, TelemetryEvent
 from instrumentation.otel.deferred_event import add_deferred_event
+from instrumentation.otel.event_logs import EventLogs
 from instrumentation.otel.metrics import EsperMetrics
 from instrumentation.otel.span_event_attributes import event_name, timestamp_ns
 
@@ -73,24 +84,31 @@ class OpenTelemetrySink:
 
     A deferred sink (instrumentation.sinks.base.DeferredSink): `capture` adds the span
     event to the current span on the emitting thread (it must land before the span ends),
-    with its attributes built at export (deferred_event.py); `deliver` updates the
-    metrics, on the hub's delivery thread. Flush and close do nothing: span and metric
-    export belong to the providers' background threads, and flushing them is
+    with its attributes built at export (deferred_event.py); `deliver` emits the log
+    record (when `logs` is given: some log exporter is configured) and updates the
+    metrics, on the hub's delivery thread. Flush and close do nothing: export belongs to
+    the providers' background threads, and flushing them is
     `OpenTelemetrySession.shutdown`'s job, under its time bound, after the hub has closed.
     """
 
     name = SINK_NAME
 
-    def __init__(self, metrics: EsperMetrics, limits: SpanLimits | None = None) -> None:
+    def __init__(
+        self,
+        metrics: EsperMetrics,
+        limits: SpanLimits | None = None,
+        logs: EventLogs | None = None,
+    ) -> None:
         self._metrics = metrics
         self._limits = limits if limits is not None else SpanLimits()
+        self._logs = logs
 
     def emit(self, event: TelemetryEvent) -> None:
         self.deliver(event, self.capture(event))
 
     def capture(self, event: TelemetryEvent) -> Context | None:
-        """Add the span event; return the current context when a histogram records this
-        event, for its exemplar."""
+        """Add the span event; return the current context when the log record or a
+        histogram's exemplar needs it."""
         span = trace.get_current_span()
         # Spans that sampling left out are recorded too, for the metrics (sampling.py),
         # but reach no trace backend.
@@ -101,12 +119,15 @@ class OpenTelemetrySink:
             severity = event.severity
             if severity is _ERROR or severity is _CRITICAL:
                 span.set_status(Status(StatusCode.ERROR, event.message or event.event_type))
-        if event.event_type is _EPOCH_COMPLETED:
+        if self._logs is not None or event.event_type is _EPOCH_COMPLETED:
             return otel_context.get_current()
         return None
 
     def deliver(self, event: TelemetryEvent, captured: object) -> None:
-        self._metrics.observe(event, captured if isinstance(captured, Context) else None)
+        context = captured if isinstance(captured, Context) else None
+        if self._logs is not None:
+            self._logs.emit(event, context)
+        self._metrics.observe(event, context)
 
     def flush(self) -> None:
         return None

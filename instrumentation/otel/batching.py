@@ -1,10 +1,11 @@
 """The batching settings the export accounting depends on, read and checked up front.
 
 - OTEL_BSP_MAX_QUEUE_SIZE (2048) and OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512): the span
-  queue's bound and the largest export. `AccountingSpanProcessor` must know the bound
-  to count queue-full drops, so both are passed to the BatchSpanProcessor explicitly.
-  An unset batch size follows a smaller queue (the SDK would refuse to start with a
-  batch larger than the queue).
+  queue's bound and the largest export; OTEL_BLRP_MAX_QUEUE_SIZE and
+  OTEL_BLRP_MAX_EXPORT_BATCH_SIZE, the same for log records. The accounting processors
+  must know the bound to count queue-full drops, so both are passed to the batch
+  processors explicitly. An unset batch size follows a smaller queue (the SDK would
+  refuse to start with a batch larger than the queue).
 - OTEL_METRIC_EXPORT_INTERVAL (60000 ms): must be finite and positive. The periodic
   reader's last collection at shutdown is its final export; with an infinite interval
   the SDK starts no collecting thread and would export nothing at all.
@@ -18,12 +19,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from instrumentation.otel.environment import positive_number, variable
 from instrumentation.otel.errors import TelemetryConfigError
 
-QUEUE_SIZE_VARIABLE = "OTEL_BSP_MAX_QUEUE_SIZE"
-BATCH_SIZE_VARIABLE = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
 INTERVAL_VARIABLE = "OTEL_METRIC_EXPORT_INTERVAL"
 DEFAULT_QUEUE_SIZE = 2048
 DEFAULT_BATCH_SIZE = 512
@@ -41,12 +41,17 @@ class QueueSettings:
     max_export_batch_size: int
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> QueueSettings:
-        queue = _positive_int(environ, QUEUE_SIZE_VARIABLE, DEFAULT_QUEUE_SIZE)
-        batch = _positive_int(environ, BATCH_SIZE_VARIABLE, min(DEFAULT_BATCH_SIZE, queue))
+    def from_environment(
+        cls, environ: Mapping[str, str] = os.environ, *, processor: Literal["BSP", "BLRP"] = "BSP"
+    ) -> QueueSettings:
+        """The settings of the span ("BSP") or log record ("BLRP") batch processor."""
+        queue_variable = f"OTEL_{processor}_MAX_QUEUE_SIZE"
+        batch_variable = f"OTEL_{processor}_MAX_EXPORT_BATCH_SIZE"
+        queue = _positive_int(environ, queue_variable, DEFAULT_QUEUE_SIZE)
+        batch = _positive_int(environ, batch_variable, min(DEFAULT_BATCH_SIZE, queue))
         if batch > queue:
             raise TelemetryConfigError(
-                f"{BATCH_SIZE_VARIABLE}={batch} is larger than {QUEUE_SIZE_VARIABLE}={queue}"
+                f"{batch_variable}={batch} is larger than {queue_variable}={queue}"
             )
         return cls(queue, batch)
 

@@ -2,19 +2,23 @@
 starts; a bad value is a `TelemetryConfigError` naming the variable.
 
 - `OTEL_SDK_DISABLED=true`: nothing is installed, the session has no sink.
-- `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER`: comma lists of `otlp`, `console`,
-  `none`. When unset, OTLP is on for a signal exactly when an endpoint is configured
-  for it (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT`),
-  so a plain local run creates no exporter and prints no export errors.
+- `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER` / `OTEL_LOGS_EXPORTER`: comma lists
+  of `otlp`, `console`, `none`. When unset, OTLP is on for a signal exactly when an
+  endpoint is configured for it (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+  `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT`), so a plain local run creates no
+  exporter and prints no export errors.
 - `OTEL_EXPORTER_OTLP_PROTOCOL` and the per-signal `..._TRACES_PROTOCOL` /
-  `..._METRICS_PROTOCOL`: `grpc` or `http/protobuf`. The default is `http/protobuf`,
+  `..._METRICS_PROTOCOL` / `..._LOGS_PROTOCOL`: `grpc` or `http/protobuf`. The default
+  is `http/protobuf`,
   the specification's default (the Python SDK's own auto-configuration keeps `grpc`
   for backward compatibility; set the variable when the collector only speaks gRPC).
 - `OTEL_EXPORTER_OTLP_TIMEOUT` (and per signal): seconds, as the Python exporters read
   it; 5 s by default here instead of their 10 s, so a dead collector costs less.
 - `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT` / `OTEL_ATTRIBUTE_COUNT_LIMIT`: when neither is set,
   a span event may hold 256 attributes instead of the SDK's 128 (adapter.py says why);
-  the other `OTEL_SPAN_*_LIMIT` variables are read by the SDK's `SpanLimits`.
+  the other `OTEL_SPAN_*_LIMIT` variables are read by the SDK's `SpanLimits`. Likewise
+  `OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT`: an event's log record carries the same
+  attributes as its span event, so it gets the same 256 unless either variable is set.
 
 Endpoints, headers, compression and certificates are read by the OTLP exporters
 themselves; headers are checked in headers.py, the batching variables in batching.py.
@@ -28,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from opentelemetry.sdk._logs import LogRecordLimits
 from opentelemetry.sdk.trace import SpanLimits
 
 from instrumentation.otel.errors import TelemetryConfigError
@@ -37,7 +42,7 @@ DEFAULT_PROTOCOL = "http/protobuf"
 # Room for the largest span event, a DEBUG PPO update (~75 attributes; adapter.py).
 EVENT_ATTRIBUTE_LIMIT = 256
 
-Signal = Literal["traces", "metrics"]
+Signal = Literal["traces", "metrics", "logs"]
 PROTOCOLS = ("grpc", "http/protobuf")
 EXPORTER_NAMES = ("otlp", "console", "none")
 
@@ -70,7 +75,7 @@ def sdk_disabled() -> bool:
 
 @dataclass(frozen=True)
 class SignalExport:
-    """Where one signal (traces or metrics) goes, as the environment configures it."""
+    """Where one signal (traces, metrics or logs) goes, as the environment configures it."""
 
     signal: Signal
     exporters: frozenset[str]
@@ -134,3 +139,15 @@ def span_limits() -> SpanLimits:
     if variable("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT") or variable("OTEL_ATTRIBUTE_COUNT_LIMIT"):
         return SpanLimits()
     return SpanLimits(max_event_attributes=EVENT_ATTRIBUTE_LIMIT)
+
+
+def log_record_limits() -> LogRecordLimits:
+    """The limits every log record of the session is held to (module docstring)."""
+    try:
+        if variable("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT") or variable(
+            "OTEL_ATTRIBUTE_COUNT_LIMIT"
+        ):
+            return LogRecordLimits()
+        return LogRecordLimits(max_log_record_attributes=EVENT_ATTRIBUTE_LIMIT)
+    except ValueError as error:  # the SDK's message names the variable and its value
+        raise TelemetryConfigError(str(error)) from None

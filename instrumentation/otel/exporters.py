@@ -1,5 +1,5 @@
-"""The OTLP exporters of the configured protocol, and the wrappers that book every export
-in a `SinkLedger`, with the failure's reason.
+"""The OTLP exporters of the configured protocol (traces, metrics, logs), and the wrappers
+that book every export in a `SinkLedger`, with the failure's reason.
 
 They also own the inner exporter's shutdown, so that nothing reaches it after:
 
@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -114,6 +116,26 @@ class CountingSpanExporter(SpanExporter):
         return self._inner.force_flush(timeout_millis)
 
 
+class CountingLogExporter(LogRecordExporter):
+    def __init__(self, inner: LogRecordExporter, ledger: SinkLedger) -> None:
+        self._inner = inner
+        self.guard = ExportGuard(ledger, inner.shutdown)
+        failures.watch(inner)
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        def send() -> bool:
+            return self._inner.export(batch) is LogRecordExportResult.SUCCESS
+
+        sent = self.guard.run(len(batch), send)
+        return LogRecordExportResult.SUCCESS if sent else LogRecordExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self.guard.request_shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
 class CountingMetricExporter(MetricExporter):
     """Books each metric export (one collection of every instrument) as one item.
 
@@ -189,3 +211,18 @@ def otlp_metric_exporter(export: SignalExport, preferences: MetricPreferences) -
         preferred_temporality=preferences.temporality,
         preferred_aggregation=preferences.aggregation,
     )
+
+
+def otlp_log_exporter(export: SignalExport) -> LogRecordExporter:
+    """The OTLP log record exporter for the configured protocol."""
+    if export.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
+            OTLPLogExporter as GrpcLogExporter,
+        )
+
+        return GrpcLogExporter(timeout=export.timeout_s)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+        OTLPLogExporter as HttpLogExporter,
+    )
+
+    return HttpLogExporter(timeout=export.timeout_s, session=failures.http_session("logs"))

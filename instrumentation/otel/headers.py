@@ -26,6 +26,7 @@ HEADER_VARIABLES = (
     "OTEL_EXPORTER_OTLP_HEADERS",
     "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
     "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
 )
 # The parser's own delimiter (opentelemetry/util/re.py): a comma with blanks around it.
 _DELIMITER = re.compile(r"[ \t]*,[ \t]*")

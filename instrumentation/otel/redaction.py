@@ -31,6 +31,7 @@ ENDPOINT_VARIABLES = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
 )
 # Secrets shorter than this are replaced only where they stand alone, so that a header
 # value such as "1" does not blank out every digit of every message.

@@ -1,7 +1,7 @@
 """`OpenTelemetrySession`: one run's providers, hub sink and scrape endpoint, and their
 bounded shutdown.
 
-Shutdown bound: `shutdown(timeout_s)` flushes and shuts down traces and metrics in
+Shutdown bound: `shutdown(timeout_s)` flushes and shuts down traces, logs and metrics in
 parallel on daemon threads and returns within `timeout_s` (default 10 s) plus a few
 milliseconds, whatever the collector does; what is not exported by then is booked as
 lost to the bound, and the abandoned exports are silenced (exporters.py), so that
@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from prometheus_client import CollectorRegistry
@@ -44,7 +45,8 @@ class OpenTelemetrySession:
 
     Built by `configure_opentelemetry`. When the SDK is disabled every provider is None
     and `sink` is None; `shutdown` is then a no-op. `span_limits` are the limits the
-    tracer provider holds every span to (None when disabled).
+    tracer provider holds every span to (None when disabled). `logger_provider` is None
+    unless some log exporter is configured.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class OpenTelemetrySession:
         tracer_provider: TracerProvider | None = None,
         span_limits: SpanLimits | None = None,
         meter_provider: MeterProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
         sink: OpenTelemetrySink | None = None,
         sink_errors: SinkErrors | None = None,
         prometheus: PrometheusEndpoint | None = None,
@@ -63,6 +66,7 @@ class OpenTelemetrySession:
         self.tracer_provider = tracer_provider
         self.span_limits = span_limits
         self.meter_provider = meter_provider
+        self.logger_provider = logger_provider
         self.sink = sink
         self.accounts = accounts or ExportAccounts()
         self.sink_errors = sink_errors or SinkErrors(self.accounts)
@@ -100,16 +104,23 @@ class OpenTelemetrySession:
             install_meter_provider(self.meter_provider)
         self._installed = True
 
+    def force_flush(self, timeout_ms: int) -> None:
+        """Export the spans and log records queued so far, each within `timeout_ms`."""
+        for provider in (self.tracer_provider, self.logger_provider):
+            if provider is not None:
+                provider.force_flush(timeout_ms)
+
     def abandon_export(self) -> None:
         """A signal ended the wait for the export (or came before it began): book every
-        span and metric export not yet sent as lost, cut short, and silence the exports
+        span, log record and metric export not yet sent as lost, cut short, and silence the exports
         still running, so that the summary printed next is final. Does nothing once a
         shutdown has finished its accounting."""
         self.accounts.shutdown_started()
         self.accounts.close(CUT_SHORT)
 
     def shutdown(self, timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S) -> bool:
-        """Flush and shut down spans and metrics within `timeout_s`; True if all finished.
+        """Flush and shut down spans, log records and metrics within `timeout_s`; True if
+        all finished.
 
         Safe to call twice (the second call returns True at once). Spans started after
         this are not recorded.
@@ -125,6 +136,7 @@ class OpenTelemetrySession:
             threading.Thread(target=job, args=(deadline,), name=f"esper-otel-{name}", daemon=True)
             for name, job in (
                 ("traces", self._shutdown_traces),
+                ("logs", self._shutdown_logs),
                 ("metrics", self._shutdown_metrics),
                 ("prometheus", self._shutdown_prometheus),
             )
@@ -148,6 +160,10 @@ class OpenTelemetrySession:
     def _shutdown_traces(self, deadline: float) -> None:
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
+
+    def _shutdown_logs(self, deadline: float) -> None:
+        if self.logger_provider is not None:
+            self.logger_provider.shutdown()
 
     def _shutdown_metrics(self, deadline: float) -> None:
         if self.meter_provider is not None:

@@ -1,5 +1,5 @@
-"""`configure_opentelemetry`: one run's providers, exporters and readers, assembled from
-the OTEL_* environment.
+"""`configure_opentelemetry`: one run's providers, exporters, processors and readers,
+assembled from the OTEL_* environment.
 
 What each part reads and does:
 
@@ -7,29 +7,40 @@ What each part reads and does:
   protocol, timeout, SDK disabled) and the span limits; headers.py checks the header
   variables before anything starts, and redaction.py keeps their values and endpoint
   user info out of everything the process logs; batching.py checks
-  `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60000), `OTEL_BSP_MAX_QUEUE_SIZE` and
-  `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`. The other `OTEL_BSP_*`, `OTEL_SPAN_*_LIMIT`,
+  `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60000), `OTEL_BSP_MAX_QUEUE_SIZE`,
+  `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` and their `OTEL_BLRP_*` twins for log records. The
+  other `OTEL_BSP_*` and `OTEL_BLRP_*`, `OTEL_SPAN_*_LIMIT`, `OTEL_LOGRECORD_*_LIMIT`,
   `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are read by the SDK.
 - `OTEL_TRACES_SAMPLER` / `_ARG` decide which traces are exported, not what is
   measured: dropped spans are still recorded (sampling.py).
 - resource.py: the resource; exporters.py: the OTLP exporters and the counting wrappers;
+  event_logs.py: the log record of each domain event;
   prometheus.py: the `--prometheus-port` endpoint; instruments.py and metrics.py:
   Esper's metrics; session.py: the session and its bounded shutdown;
   global_provider.py: the process-wide tracer provider that follows the current session.
 
 Never in the way of training: spans go through a BatchSpanProcessor (bounded
-queue of OTEL_BSP_MAX_QUEUE_SIZE spans, export on its own thread), metrics through a
-PeriodicExportingMetricReader (own thread). Every span and metric export is accounted
-for (accounting.py): sent, or lost with its reason (export failed and the collector's
-status, queue full, shutdown bound reached); the losses per exporter, and what span
-limits dropped, are `esper_telemetry_sink_errors_total{sink="otlp_traces" |
-"otlp_metrics" | "span_limits" | ...}` and the summary's `export:` line (summary.py).
+queue of OTEL_BSP_MAX_QUEUE_SIZE spans, export on its own thread), log records through a
+BatchLogRecordProcessor (OTEL_BLRP_MAX_QUEUE_SIZE, own thread), metrics through a
+PeriodicExportingMetricReader (own thread). Every span, log record and metric export is
+accounted for (accounting.py): sent, or lost with its reason (export failed and the
+collector's status, queue full, shutdown bound reached); the losses per exporter, and
+what span and log record limits dropped, are `esper_telemetry_sink_errors_total{sink=
+"otlp_traces" | "otlp_logs" | "otlp_metrics" | "span_limits" | "log_limits" | ...}` and
+the summary's `export:` line (summary.py).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
+from opentelemetry.sdk._logs import (
+    LoggerProvider,
+    LogRecordDroppedAttributesWarning,
+    LogRecordLimits,
+)
+from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -37,27 +48,38 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 import app
 from instrumentation.otel.accounting import (
+    CONSOLE_LOGS_SINK,
     CONSOLE_METRICS_SINK,
     CONSOLE_TRACES_SINK,
+    LOGS_SINK,
     METRICS_SINK,
     TRACES_SINK,
     ExportAccounts,
 )
 from instrumentation.otel.adapter import OpenTelemetrySink
 from instrumentation.otel.batching import QueueSettings, metric_export_interval_ms
-from instrumentation.otel.environment import SignalExport, sdk_disabled, span_limits
+from instrumentation.otel.environment import (
+    SignalExport,
+    log_record_limits,
+    sdk_disabled,
+    span_limits,
+)
+from instrumentation.otel.event_logs import LOGGER_NAME, EventLogs
 from instrumentation.otel.exporters import (
     CountingMetricExporter,
+    otlp_log_exporter,
     otlp_metric_exporter,
     otlp_span_exporter,
 )
 from instrumentation.otel.headers import check_header_variables, header_secrets
 from instrumentation.otel.instruments import METER_NAME, EsperInstruments
+from instrumentation.otel.log_processor import AccountingLogProcessor
 from instrumentation.otel.metric_preferences import MetricPreferences
 from instrumentation.otel.metric_state import MetricState
 from instrumentation.otel.metrics import EsperMetrics, SpanMetricsProcessor
@@ -93,9 +115,12 @@ def configure_opentelemetry(
     check_header_variables()
     traces = SignalExport.from_environment("traces")
     metric_export = SignalExport.from_environment("metrics")
+    logs = SignalExport.from_environment("logs")
     # Checked before any exporter or thread starts.
     queue = QueueSettings.from_environment()
+    log_queue = QueueSettings.from_environment(processor="BLRP")
     interval_ms = metric_export_interval_ms()
+    record_limits = log_record_limits()
     protect_logging([*header_secrets(), *endpoint_secrets(os.environ)])
     resource = build_resource(run_id, rank)
     accounts = ExportAccounts()
@@ -129,13 +154,22 @@ def configure_opentelemetry(
     tracer_provider.add_span_processor(SpanMetricsProcessor(esper_metrics))
     for processor in _span_processors(traces, queue, accounts, meter_provider):
         tracer_provider.add_span_processor(processor)
+    logger_provider = _logger_provider(
+        logs, log_queue, record_limits, accounts, meter_provider, resource
+    )
+    event_logs = (
+        None
+        if logger_provider is None
+        else EventLogs(logger_provider.get_logger(LOGGER_NAME, app.__version__))
+    )
 
     session = OpenTelemetrySession(
         run_id,
         tracer_provider=tracer_provider,
         span_limits=limits,
         meter_provider=meter_provider,
-        sink=OpenTelemetrySink(esper_metrics, limits),
+        logger_provider=logger_provider,
+        sink=OpenTelemetrySink(esper_metrics, limits, event_logs),
         sink_errors=sink_errors,
         prometheus=prometheus,
         accounts=accounts,
@@ -191,3 +225,43 @@ def _span_processors(
         accounts.when_closed(processor.exporter.guard.abandon)
         processors.append(processor)
     return processors
+
+
+def _logger_provider(
+    logs: SignalExport,
+    settings: QueueSettings,
+    limits: LogRecordLimits,
+    accounts: ExportAccounts,
+    meter_provider: MeterProvider,
+    resource: Resource,
+) -> LoggerProvider | None:
+    """A logger provider with a batching processor per configured log exporter, every
+    record booked; None when no log exporter is configured."""
+    exporters: list[tuple[str, LogRecordExporter]] = []
+    if logs.otlp:
+        exporters.append((LOGS_SINK, otlp_log_exporter(logs)))
+    if logs.console:
+        exporters.append((CONSOLE_LOGS_SINK, ConsoleLogRecordExporter()))
+    if not exporters:
+        return None
+    # The SDK warns about every record whose attributes LogRecordLimits cut; the
+    # processor counts them for the summary and the sink-error metric instead.
+    warnings.filterwarnings("ignore", category=LogRecordDroppedAttributesWarning)
+    provider = LoggerProvider(
+        resource=resource,
+        shutdown_on_exit=False,
+        meter_provider=meter_provider,
+        log_record_limits=limits,
+    )
+    for index, (sink, exporter) in enumerate(exporters):
+        # Attribute drops are a property of the record: counted by the first processor.
+        processor = AccountingLogProcessor(
+            exporter,
+            accounts.ledger(sink, "logs"),
+            accounts.log_limits if index == 0 else None,
+            settings,
+            meter_provider,
+        )
+        accounts.when_closed(processor.exporter.guard.abandon)
+        provider.add_log_record_processor(processor)
+    return provider

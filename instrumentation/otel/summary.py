@@ -1,10 +1,12 @@
 """The `export:` line of a run's summary (`esper train`, `esper replay`).
 
     export:    traces 812 spans sent, 96 lost (export failed: UNAVAILABLE);
+               logs 2040 records sent, none lost;
                metrics 3 exports sent, 1 lost (export failed: HTTP 503)
 
 one part per exporter (on one line), losses by reason; span-limit drops follow the
-traces part. Without any exporter: `none configured (JSONL and console only)`.
+traces part, log-record-limit drops the logs part. Without any exporter: `none
+configured (JSONL and console only)`.
 """
 
 from __future__ import annotations
@@ -31,19 +33,24 @@ def export_line(session: ExportSource) -> str:
     return LABEL + export_summary(session.export_report(), session.prometheus_port is not None)
 
 
+_SIGNAL_ORDER = {"traces": 0, "logs": 1, "metrics": 2}
+
+
 def export_summary(report: ExportReport, prometheus: bool = False) -> str:
     if not report.sinks:
         served = "; metrics served on /metrics" if prometheus else ""
         return f"none configured (JSONL and console only{served})"
-    sinks = sorted(report.sinks, key=lambda sink: (sink.signal != "traces", sink.sink))
-    return "; ".join(_sink_part(sink, report.span_limits) for sink in sinks)
+    sinks = sorted(report.sinks, key=lambda sink: (_SIGNAL_ORDER[sink.signal], sink.sink))
+    return "; ".join(_sink_part(sink, report) for sink in sinks)
 
 
-def _sink_part(sink: SinkReport, limits: SpanLimitReport) -> str:
+def _sink_part(sink: SinkReport, report: ExportReport) -> str:
     name = sink.signal if sink.sink.startswith("otlp") else f"{sink.signal} to console"
     part = f"{name} {_count(sink.sent, sink.unit)} sent, {_losses(sink.lost)}"
-    if sink.signal == "traces" and limits.total:
-        part += f", span limits dropped {_limit_drops(limits)}"
+    if sink.signal == "traces" and report.span_limits.total:
+        part += f", span limits dropped {_limit_drops(report.span_limits)}"
+    if sink.signal == "logs" and report.log_attributes:
+        part += f", log record limits dropped {_count(report.log_attributes, 'attribute')}"
     return part
 
 

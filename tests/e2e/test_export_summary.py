@@ -20,7 +20,8 @@ ARGS = (*SHORT_RUN, "--episodes", "4")
 SPANS = 1 + 2 * (1 + 2 + 2 * 6 + 1)
 PROTOCOLS = ("grpc", "http/protobuf")
 PART = re.compile(
-    r"(traces|metrics) (\d+) (?:span|export)s? sent, (?:none lost|(\d+) lost \((.*?)\))(?=;|$)"
+    r"(traces|logs|metrics) (\d+) (?:span|record|export)s? sent, "
+    r"(?:none lost|(\d+) lost \((.*?)\))(?=;|$)"
 )
 
 
@@ -36,6 +37,11 @@ class Run:
     code: int
     stdout: str
     stderr: str
+    telemetry_dir: Path
+
+    def jsonl_lines(self) -> int:
+        (log,) = self.telemetry_dir.glob("*/events.jsonl")
+        return len(log.read_text(encoding="utf-8").splitlines())
 
     def summary(self) -> list[str]:
         """The summary's lines; fails if anything follows them."""
@@ -60,7 +66,7 @@ class Run:
 def train(tmp_path: Path, otel: dict[str, str] | None = None) -> Run:
     done = train_to_the_end(ARGS, tmp_path / "t", otel)
     assert done.returncode == 0, done.stderr
-    return Run(done.returncode, done.stdout, done.stderr)
+    return Run(done.returncode, done.stdout, done.stderr, tmp_path / "t")
 
 
 def receiver_for(protocol: str) -> GrpcReceiver | HttpReceiver:
@@ -84,7 +90,12 @@ def test_a_healthy_collector_gets_what_the_summary_says(tmp_path: Path, protocol
     finally:
         receiver.stop()
     assert len(receiver.spans()) == SPANS and len(receiver.metric_requests) == 1
-    assert run.export() == f"traces {SPANS} spans sent, none lost; metrics 1 export sent, none lost"
+    records = run.jsonl_lines()
+    assert len(receiver.log_records()) == records
+    assert run.export() == (
+        f"traces {SPANS} spans sent, none lost; logs {records} records sent, none lost; "
+        "metrics 1 export sent, none lost"
+    )
 
 
 @pytest.mark.slow
@@ -102,8 +113,10 @@ def test_a_collector_answering_unavailable_is_reported(
     finally:
         receiver.stop()
     assert receiver.attempts["traces"] >= 1 and not receiver.spans()
+    assert receiver.attempts["logs"] >= 1 and not receiver.log_records()
     assert run.export() == (
         f"traces 0 spans sent, {SPANS} lost (export failed: {status}); "
+        f"logs 0 records sent, {run.jsonl_lines()} lost (export failed: {status}); "
         f"metrics 0 exports sent, 1 lost (export failed: {status})"
     )
 
@@ -131,6 +144,8 @@ def test_a_collector_killed_mid_run(tmp_path: Path, protocol: str) -> None:
     assert 0 < parts["traces"].sent == len(receiver.spans()) < SPANS
     assert parts["traces"].sent + parts["traces"].lost == SPANS
     assert "export failed" in parts["traces"].reasons
+    assert parts["logs"].sent == len(receiver.log_records())
+    assert parts["logs"].sent + parts["logs"].lost == run.jsonl_lines()
     assert (parts["metrics"].sent, parts["metrics"].lost) == (len(receiver.metric_requests), 1)
 
 
@@ -148,6 +163,7 @@ def test_nothing_is_printed_after_the_summary(tmp_path: Path, protocol: str) -> 
     assert "already shutdown" not in run.stderr
     parts = run.parts()  # run.summary() checks that nothing follows it
     assert (parts["traces"].sent, parts["traces"].lost) == (0, SPANS)
+    assert (parts["logs"].sent, parts["logs"].lost) == (0, run.jsonl_lines())
     assert parts["metrics"].sent == 0 and parts["metrics"].lost >= 1
 
 

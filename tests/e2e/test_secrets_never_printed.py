@@ -89,3 +89,5 @@ def test_a_collector_refusing_the_credentials(
     line = export_line(output)
     assert f"traces 0 spans sent, 33 lost (export failed: {status})" in line
     assert f"metrics 0 exports sent, 1 lost (export failed: {status})" in line
+    assert "logs 0 records sent, " in line and f"lost (export failed: {status})" in line
+    assert receiver.attempts["logs"] >= 1

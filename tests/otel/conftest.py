@@ -21,9 +21,10 @@ def _clean_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     clear_otel_environment(monkeypatch)
 
 
-@pytest.fixture(scope="module", params=PROTOCOLS)
+@pytest.fixture(scope="session", params=PROTOCOLS)
 def exported_run(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ExportedRun]:
-    """One short training run exported over `request.param` (grpc, http/protobuf)."""
+    """One short training run exported over `request.param` (grpc, http/protobuf), shared
+    by every test that only reads what it exported."""
     yield train_and_export(request.param, tmp_path_factory.mktemp("telemetry"))

@@ -20,17 +20,45 @@ from prometheus_client import generate_latest
 from receivers import GrpcReceiver, HttpReceiver, Received
 
 from app.contracts import telemetry_names as names
-from app.contracts.events import TelemetryEvent, TelemetryLevel
+from app.contracts.events import EventType, TelemetryEvent, TelemetryLevel
 from app.control.tracker import TrackerConfig
 from app.model.slot import SlotConfig
 from app.training.config import RunConfig
 from app.training.datasets import load_dataset
 from app.training.vectorized import VectorizedTrainer
 from instrumentation.hub import TelemetryHub, installed
-from instrumentation.otel import configure_opentelemetry, current_span_ids
+from instrumentation.otel import OpenTelemetrySession, configure_opentelemetry, current_span_ids
 from instrumentation.sinks import JsonlSink
 
 PROTOCOLS = ("grpc", "http/protobuf")
+
+
+def receiver_for(protocol: str) -> GrpcReceiver | HttpReceiver:
+    return (GrpcReceiver() if protocol == "grpc" else HttpReceiver()).start()
+
+
+def session_for(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str, protocol: str, **settings: str
+) -> OpenTelemetrySession:
+    """A session exporting every signal to `endpoint`, with the OTEL_* `settings`."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return configure_opentelemetry("accounting", install_globally=False)
+
+
+def emit_events(session: OpenTelemetrySession, count: int, data_keys: int = 0) -> None:
+    """`count` domain events through the session's sink, inside one span: each a span
+    event and a log record, with `data_keys` data attributes."""
+    assert session.tracer_provider is not None and session.sink is not None
+    tracer = session.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span(names.BATCH_SPAN):
+        for _ in range(count):
+            data = {f"key{index}": index for index in range(data_keys)}
+            session.sink.emit(
+                TelemetryEvent(EventType.PLATEAU_DETECTED, message="plateau", data=data)
+            )
 
 
 def clear_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,15 +20,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 ExportTraceServiceRequest = trace_service_pb2.ExportTraceServiceRequest
 ExportMetricsServiceRequest = metrics_service_pb2.ExportMetricsServiceRequest
+ExportLogsServiceRequest = logs_service_pb2.ExportLogsServiceRequest
 
 
 def free_port() -> int:
@@ -61,6 +64,7 @@ class Received:
         self.lock = threading.Lock()
         self.trace_requests: list[Any] = []
         self.metric_requests: list[Any] = []
+        self.log_requests: list[Any] = []
         self.attempts: Counter[str] = Counter()
         self.headers: list[dict[str, str]] = []
         self.fail_with: Any = None
@@ -89,7 +93,11 @@ class Received:
 
     def _store(self, signal: str, request: Any) -> None:
         with self.lock:
-            requests = self.trace_requests if signal == "traces" else self.metric_requests
+            requests = {
+                "traces": self.trace_requests,
+                "metrics": self.metric_requests,
+                "logs": self.log_requests,
+            }[signal]
             requests.append(request)
             dying = signal == "traces" and len(requests) == self.kill_after_traces
             if dying:
@@ -118,13 +126,23 @@ class Received:
                 for span in scope_spans.spans
             ]
 
+    def log_records(self) -> list[LogRecord]:
+        with self.lock:
+            return [
+                record
+                for request in self.log_requests
+                for resource_logs in request.resource_logs
+                for scope_logs in resource_logs.scope_logs
+                for record in scope_logs.log_records
+            ]
+
     def resources(self) -> list[Resource]:
         with self.lock:
-            requests = [*self.trace_requests, *self.metric_requests]
+            requests = [*self.trace_requests, *self.metric_requests, *self.log_requests]
         resources = []
         for request in requests:
-            items = getattr(request, "resource_spans", None) or request.resource_metrics
-            resources.extend(item.resource for item in items)
+            for field in ("resource_spans", "resource_metrics", "resource_logs"):
+                resources.extend(item.resource for item in getattr(request, field, ()))
         return resources
 
     def metrics(self) -> dict[str, list[Metric]]:
@@ -140,7 +158,7 @@ class Received:
 
 
 class GrpcReceiver(Received):
-    """A gRPC OTLP receiver on 127.0.0.1 (TraceService and MetricsService)."""
+    """A gRPC OTLP receiver on 127.0.0.1 (TraceService, MetricsService, LogsService)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -166,7 +184,13 @@ class GrpcReceiver(Received):
                 answer("metrics", request, context)
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
+        class Logs(logs_service_pb2_grpc.LogsServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+                answer("logs", request, context)
+                return logs_service_pb2.ExportLogsServiceResponse()
+
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self._server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), self._server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self._server)
         self._server.add_insecure_port(f"127.0.0.1:{self.port}")
 
@@ -181,7 +205,8 @@ class GrpcReceiver(Received):
 
 
 class HttpReceiver(Received):
-    """An OTLP/HTTP (protobuf) receiver on 127.0.0.1: POST /v1/traces and /v1/metrics."""
+    """An OTLP/HTTP (protobuf) receiver on 127.0.0.1: POST /v1/traces, /v1/metrics and
+    /v1/logs."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -198,6 +223,10 @@ class HttpReceiver(Received):
                     signal = "metrics"
                     request = ExportMetricsServiceRequest.FromString(body)
                     reply = metrics_service_pb2.ExportMetricsServiceResponse()
+                elif self.path == "/v1/logs":
+                    signal = "logs"
+                    request = ExportLogsServiceRequest.FromString(body)
+                    reply = logs_service_pb2.ExportLogsServiceResponse()
                 else:
                     self.send_error(404)
                     return

@@ -1,4 +1,4 @@
-"""Every span and metric export is accounted for: sent, or lost with its reason, against
+"""Every span, log record and metric export is accounted for: sent, or lost with its reason, against
 in-process receivers that answer with errors, answer slowly, hold requests, or are
 missing (a closed port); the counts are checked against what the receiver stored."""
 
@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from otel_runs import emit_events, receiver_for, session_for
 from receivers import GrpcReceiver, HttpReceiver, Received, free_port
 
 from app.contracts import telemetry_names as names
-from instrumentation.otel import OpenTelemetrySession, configure_opentelemetry, failures
+from instrumentation.otel import OpenTelemetrySession, failures
 from instrumentation.otel.accounting import QUEUE_FULL, SHUTDOWN_BOUND, SinkLedger
 from instrumentation.otel.batching import QueueSettings
 from instrumentation.otel.errors import TelemetryConfigError
@@ -49,20 +50,6 @@ def records() -> Iterator[Records]:
     root.setLevel(level)
 
 
-def receiver_for(protocol: str) -> GrpcReceiver | HttpReceiver:
-    return (GrpcReceiver() if protocol == "grpc" else HttpReceiver()).start()
-
-
-def session_for(
-    monkeypatch: pytest.MonkeyPatch, endpoint: str, protocol: str, **settings: str
-) -> OpenTelemetrySession:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    return configure_opentelemetry("accounting", install_globally=False)
-
-
 def make_spans(session: OpenTelemetrySession, count: int, events: int = 0) -> None:
     assert session.tracer_provider is not None
     tracer = session.tracer_provider.get_tracer("test")
@@ -77,13 +64,22 @@ def traces_report(session: OpenTelemetrySession) -> Any:
     return traces
 
 
+# Per signal: its batch processor's variables, how to produce n items, and what arrived.
+PRODUCERS: dict[str, tuple[str, Callable[[OpenTelemetrySession, int], None]]] = {
+    "traces": ("BSP", make_spans),
+    "logs": ("BLRP", emit_events),
+}
+
+
+@pytest.mark.parametrize("signal", ["traces", "logs"])
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_queue_full_drops_are_counted_exactly(
-    monkeypatch: pytest.MonkeyPatch, records: Records, protocol: str
+    monkeypatch: pytest.MonkeyPatch, records: Records, protocol: str, signal: str
 ) -> None:
-    """Counted drops + spans the receiver stored == spans produced, with a queue of 4
-    and a receiver that takes 50 ms per export; the SDK's batch processor itself never
-    finds its queue full (the count relies on that)."""
+    """Counted drops + items the receiver stored == items produced (spans, log records),
+    with a queue of 4 and a receiver that takes 50 ms per export; the SDK's batch
+    processor itself never finds its queue full (the count relies on that)."""
+    processor, produce = PRODUCERS[signal]
     receiver = receiver_for(protocol)
     receiver.delay_s = 0.05
     try:
@@ -91,21 +87,25 @@ def test_queue_full_drops_are_counted_exactly(
             monkeypatch,
             receiver.endpoint,
             protocol,
-            OTEL_BSP_MAX_QUEUE_SIZE="4",
-            OTEL_BSP_MAX_EXPORT_BATCH_SIZE="2",
             OTEL_EXPORTER_OTLP_TIMEOUT="10",
+            **{
+                f"OTEL_{processor}_MAX_QUEUE_SIZE": "4",
+                f"OTEL_{processor}_MAX_EXPORT_BATCH_SIZE": "2",
+                f"OTEL_{processor}_SCHEDULE_DELAY": "10",
+            },
         )
         produced = 300
-        make_spans(session, produced)
+        produce(session, produced)
         assert session.shutdown(timeout_s=30)
     finally:
         receiver.stop()
-    traces = traces_report(session)
-    assert set(traces.lost) == {QUEUE_FULL}
-    assert traces.lost[QUEUE_FULL] > 0
-    assert traces.sent == len(receiver.spans())
-    assert traces.sent + traces.lost[QUEUE_FULL] == produced
-    assert session.sink_errors()["otlp_traces"] == traces.lost[QUEUE_FULL]
+    (report,) = [sink for sink in session.export_report().sinks if sink.signal == signal]
+    assert set(report.lost) == {QUEUE_FULL}
+    assert report.lost[QUEUE_FULL] > 0
+    stored = receiver.spans() if signal == "traces" else receiver.log_records()
+    assert report.sent == len(stored)
+    assert report.sent + report.lost[QUEUE_FULL] == produced
+    assert session.sink_errors()[f"otlp_{signal}"] == report.lost[QUEUE_FULL]
     assert not [m for m in records.messages() if m.startswith("Queue full")]
 
 
@@ -155,16 +155,20 @@ def test_failed_exports_carry_the_collectors_status(
             monkeypatch, receiver.endpoint, protocol, OTEL_EXPORTER_OTLP_TIMEOUT="0.5"
         )
         make_spans(session, 3)
+        emit_events(session, 2)
         session.shutdown(timeout_s=5)
     finally:
         receiver.stop()
-    assert receiver.attempts["traces"] >= 1 and receiver.attempts["metrics"] >= 1
+    assert all(receiver.attempts[signal] >= 1 for signal in ("traces", "metrics", "logs"))
     assert not receiver.spans() and not receiver.metric_requests
+    assert not receiver.log_records()
     assert export_line(session) == (
-        f"  export:    traces 0 spans sent, 3 lost (export failed: {status}); "
+        f"  export:    traces 0 spans sent, 4 lost (export failed: {status}); "
+        f"logs 0 records sent, 2 lost (export failed: {status}); "
         f"metrics 0 exports sent, 1 lost (export failed: {status})"
     )
-    assert session.sink_errors()["otlp_traces"] == 3
+    assert session.sink_errors()["otlp_traces"] == 4
+    assert session.sink_errors()["otlp_logs"] == 2
     assert session.sink_errors()["otlp_metrics"] == 1
 
 
@@ -235,7 +239,7 @@ def test_span_limit_drops_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sum(e.dropped_attributes_count for span in spans for e in span.events) == 6
     assert export_line(session).endswith(
         "traces 2 spans sent, none lost, span limits dropped 6 events, 6 attributes; "
-        "metrics 1 export sent, none lost"
+        "logs 0 records sent, none lost; metrics 1 export sent, none lost"
     )
 
 

@@ -252,14 +252,16 @@ def test_otlp_metrics_have_the_design_instruments_and_labels(exported_run: Expor
     }
     assert exported == dict(counted)
     sinks = {point["sink"]: point["_point"].as_int for point in points[names.SINK_ERRORS]}
-    # Every hub sink and every exporter from zero, and what span limits dropped.
+    # Every hub sink and every exporter from zero, and what span and log limits dropped.
     assert sinks == {
         "jsonl": 0,
         "recorder": 0,
         "otel": 0,
         "otlp_traces": 0,
         "otlp_metrics": 0,
+        "otlp_logs": 0,
         "span_limits": 0,
+        "log_limits": 0,
     }
     epochs = points[names.EPOCH_DURATION][0]["_point"]
     assert epochs.count == 4 * 8
