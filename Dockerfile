@@ -2,15 +2,18 @@
 #
 # Checked (via the `search` tool): installing torch from PyTorch's CPU index
 # (`pip install --index-url https://download.pytorch.org/whl/cpu torch==...`) before the
-# project so pip keeps it instead of pulling the CUDA build; python:3.11.15-slim-bookworm is
-# a published tag. tests/deploy/test_dockerfile.py checks USER, ENTRYPOINT and the install;
+# project so pip keeps it instead of pulling the CUDA build; python:3.11.16-slim-bookworm is
+# a published tag (public Dockerfiles pin it by its multi-platform digest).
+# tests/deploy/test_dockerfile.py checks USER, ENTRYPOINT, the install and its layer order;
 # tests/deploy/test_trainer_entrypoint.py runs the entry point script.
 #
-# One dependency list: the project's pyproject.toml, installed with `pip install .`, the same
-# package the tests install. torch is installed first from the CPU index so that pip does
-# not pull the CUDA build (gigabytes) when it resolves pyproject's `torch>=2.4,<3`.
+# One dependency list: the project's pyproject.toml, the same package the tests install.
+# torch is installed first from the CPU index so that pip does not pull the CUDA build
+# (gigabytes) when it resolves pyproject's `torch>=2.4,<3`. The dependencies are installed
+# from pyproject.toml alone, before any source is copied, so that a change to the code
+# rebuilds only the last layers (`pip install --no-deps .`), not every dependency.
 
-FROM python:3.11.15-slim-bookworm
+FROM python:3.11.16-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -21,10 +24,16 @@ RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu 
 
 # Install from a throw-away copy of the sources: nothing of the build stays in the image.
 WORKDIR /tmp/esper-src
-COPY pyproject.toml README.md ./
+
+# [project].dependencies, one requirement a line, each handed to pip as one argument.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+    | xargs --delimiter='\n' pip install --no-cache-dir
+
+COPY README.md ./
 COPY app ./app
 COPY instrumentation ./instrumentation
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps . \
     && cd / \
     && rm -rf /tmp/esper-src
 

@@ -1,5 +1,5 @@
 """The trainer's Dockerfile: non-root, `esper train` through the entry point script, the same
-pyproject as the tests."""
+pyproject as the tests, its dependencies in layers that a source change leaves cached."""
 
 from __future__ import annotations
 
@@ -68,23 +68,70 @@ def test_it_installs_the_project_from_its_pyproject() -> None:
     assert any(re.search(r"\bpip install\b[^&|;]*\s\.(\s|$)", run) for run in runs), runs
 
 
+# The three pip installs the image makes, each in a RUN of its own:
+# the CPU build of torch, the only package named outside pyproject (which requires it too,
+# `torch>=2.4,<3`); pinning it from the CPU index keeps CUDA out ...
+TORCH_CPU = re.compile(
+    r"pip install [^&|]*--index-url https://download\.pytorch\.org/whl/cpu [^&|]*torch==[\d.]+"
+)
+# ... pyproject's [project].dependencies, read from pyproject.toml alone ...
+DEPENDENCIES = re.compile(
+    r"tomllib.*\['project'\]\['dependencies'\].*\|\s*xargs [^&|]*pip install "
+)
+# ... and the project itself, its dependencies already there.
+PROJECT = re.compile(r"pip install [^&|;]*--no-deps [^&|;]*\.(\s|$)")
+
+
+def pip_runs() -> list[tuple[int, str]]:
+    """(step index, arguments) of every RUN that calls pip install."""
+    return [
+        (index, args)
+        for index, (keyword, args) in enumerate(instructions())
+        if keyword == "RUN" and "pip install" in args
+    ]
+
+
+def step_of(pattern: re.Pattern[str]) -> int:
+    found = [index for index, run in pip_runs() if pattern.search(run)]
+    assert len(found) == 1, f"{len(found)} RUNs match {pattern.pattern}"
+    return found[0]
+
+
 def test_there_is_no_second_dependency_list() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert not re.search(r"requirements[^\s]*\.txt", text)
     assert not re.search(r"\bpip install\b[^\n]*\s-r\s", text)
     assert not list(ROOT.glob("requirements*.txt"))
-    # The only package named outside pyproject is the CPU build of torch, which pyproject
-    # requires too (`torch>=2.4,<3`); pinning it from the CPU index keeps CUDA out.
-    for run in (args for keyword, args in instructions() if keyword == "RUN"):
-        for command in re.split(r"&&|;", run):
-            if "pip install" in command and " . " not in f"{command} ":
-                assert re.search(r"torch==[\d.]+", command), command
-                assert "download.pytorch.org/whl/cpu" in command, command
+    for _, run in pip_runs():
+        assert run.count("pip install") == 1, run
+        kinds = [p for p in (TORCH_CPU, DEPENDENCIES, PROJECT) if p.search(run)]
+        assert len(kinds) == 1, f"not one of the three installs: {run}"
 
 
-def test_the_base_image_is_a_pinned_python_311_slim() -> None:
+def test_dependencies_are_installed_before_the_source_is_copied() -> None:
+    # A change to app/ or instrumentation/ then rebuilds only the layers from the source
+    # COPY on; the dependency layers stay cached.
+    steps = instructions()
+    torch, dependencies, project = step_of(TORCH_CPU), step_of(DEPENDENCIES), step_of(PROJECT)
+    assert torch < dependencies < project
+    copied_before = [args for keyword, args in steps[:dependencies] if keyword in ("COPY", "ADD")]
+    assert copied_before == ["pyproject.toml ./"], copied_before
+    sources = {
+        source
+        for keyword, args in steps[dependencies:project]
+        if keyword == "COPY"
+        for source in args.split()[:-1]
+    }
+    assert {"app", "instrumentation", "README.md"} <= sources, sources
+
+
+def test_the_base_image_is_a_pinned_python_311_slim_bookworm() -> None:
     bases = [args.split()[0] for keyword, args in instructions() if keyword == "FROM"]
-    assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", b) for b in bases), bases
+    assert bases
+    for base in bases:
+        match = re.fullmatch(r"python:3\.11\.(\d+)-slim-bookworm", base)
+        assert match, base
+        assert int(match.group(1)) >= 16, f"{base}: older than 3.11.16"
 
 
 def test_pip_keeps_no_cache() -> None:
