@@ -1,4 +1,4 @@
-"""Structure of otel-collector/config.yaml and how it meets compose, Jaeger and Prometheus.
+"""Structure of otel-collector/config.yaml and how it meets compose, Jaeger, Prometheus, Loki.
 
 No Docker engine here: the collector is not run, its configuration is checked the way the
 collector would wire it (every referenced component defined, connectors on both sides)
@@ -7,42 +7,34 @@ and against the other files of the stack (ports, hosts, metric names).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
+from stack_files import load_yaml, published_targets
 
-ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
 OTLP_GRPC_EXPORTERS = {"otlp", "otlp_grpc"}  # `otlp` is the deprecated alias (collector 0.144)
 
 
-def _load(relative: str) -> dict[str, Any]:
-    data = yaml.safe_load((ROOT / relative).read_text())
-    assert isinstance(data, dict), relative
-    return data
-
-
 @pytest.fixture(scope="module")
 def collector() -> dict[str, Any]:
-    return _load("otel-collector/config.yaml")
+    return load_yaml("otel-collector/config.yaml")
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return _load("docker-compose.yml")
+    return load_yaml("docker-compose.yml")
 
 
 @pytest.fixture(scope="module")
 def jaeger() -> dict[str, Any]:
-    return _load("jaeger/config.yaml")
+    return load_yaml("jaeger/config.yaml")
 
 
 @pytest.fixture(scope="module")
 def prometheus() -> dict[str, Any]:
-    return _load("prometheus/prometheus.yml")
+    return load_yaml("prometheus/prometheus.yml")
 
 
 def component_type(component_id: str) -> str:
@@ -60,16 +52,6 @@ def pipelines_of(config: dict[str, Any], signal: str) -> dict[str, dict[str, lis
     return {
         name: p for name, p in pipelines.items() if name == signal or name.startswith(signal + "/")
     }
-
-
-def published_targets(service: dict[str, Any]) -> set[int]:
-    targets = set()
-    for entry in service.get("ports", []):
-        if isinstance(entry, dict):
-            targets.add(int(entry["target"]))
-        else:
-            targets.add(int(str(entry).split("/")[0].rsplit(":", 1)[-1]))
-    return targets
 
 
 # --- the collector config on its own ---------------------------------------------------
@@ -246,3 +228,30 @@ def test_jaeger_monitor_tab_reads_the_spanmetrics_names(
     assert prom["normalize_calls"] is True and prom["normalize_duration"] is True
     assert connector["histogram"]["unit"] == prom["latency_unit"]
     assert connector["histogram"]["explicit"]["buckets"]
+
+
+def test_the_exporter_sends_exemplars(collector: dict[str, Any]) -> None:
+    # Exemplars (the trace_id of a histogram bucket's measurement) exist only in the
+    # OpenMetrics format, which the exporter serves only when asked to.
+    assert collector["exporters"]["prometheus"]["enable_open_metrics"] is True
+
+
+# --- logs reach Loki -----------------------------------------------------------------------
+
+
+def test_logs_reach_loki_over_its_native_otlp_endpoint(
+    collector: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    [logs] = pipelines_of(collector, "logs").values()
+    assert "otlp" in logs["receivers"]
+    exporters = [e for e in logs["exporters"] if component_type(e) == "otlp_http"]
+    assert exporters, "no OTLP/HTTP exporter in the logs pipeline (`otlphttp` is deprecated)"
+    loki = load_yaml("loki/config.yaml")
+    for exporter in exporters:
+        endpoint = urlsplit(collector["exporters"][exporter]["endpoint"])
+        # The exporter appends /v1/logs: Loki's route is /otlp/v1/logs.
+        assert (endpoint.scheme, endpoint.hostname, endpoint.path) == ("http", "loki", "/otlp")
+        assert endpoint.port == loki["server"]["http_listen_port"]
+    # The collector starts once Loki answers, so the first records are not refused.
+    depends = compose["services"]["otel-collector"]["depends_on"]
+    assert depends["loki"]["condition"] == "service_healthy"

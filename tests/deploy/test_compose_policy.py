@@ -10,7 +10,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED_SERVICES = {"otel-collector", "jaeger", "prometheus", "grafana", "trainer"}
+EXPECTED_SERVICES = {"otel-collector", "jaeger", "prometheus", "grafana", "loki", "trainer"}
+# The paths each pinned image declares a VOLUME for (its Dockerfile at that tag:
+# prometheus/prometheus v3.14.0, jaegertracing/jaeger v2.17.0 cmd/jaeger/Dockerfile; the
+# loki, grafana and collector images declare none that this stack leaves uncovered). A
+# container gets a new anonymous volume for each such path that no mount covers, and
+# `docker compose down` leaves it behind.
+IMAGE_VOLUMES = {"prom/prometheus": {"/prometheus"}, "jaegertracing/jaeger": {"/tmp"}}
 
 
 def _compose() -> dict[str, Any]:
@@ -72,7 +78,13 @@ def test_every_published_port_binds_loopback_only() -> None:
 
 @pytest.mark.parametrize(
     ("service", "port"),
-    [("grafana", 3000), ("jaeger", 16686), ("prometheus", 9090), ("otel-collector", 4318)],
+    [
+        ("grafana", 3000),
+        ("jaeger", 16686),
+        ("prometheus", 9090),
+        ("loki", 3100),
+        ("otel-collector", 4318),
+    ],
 )
 def test_the_readme_urls_are_published(service: str, port: int) -> None:
     assert (port, port) in [(p, t) for _, p, t in published_ports(_services()[service])]
@@ -162,3 +174,48 @@ def test_grafana_mounts_the_provisioning_read_only_and_allows_anonymous_viewers(
     env = grafana["environment"]
     assert str(env["GF_AUTH_ANONYMOUS_ENABLED"]).lower() == "true"
     assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+def mounts(service: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """(source, target) of each volume entry, short or long syntax; a tmpfs has no source."""
+    found: list[tuple[str | None, str]] = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            found.append((volume.get("source"), volume["target"]))
+            continue
+        parts = str(volume).split(":")
+        found.append((parts[0], parts[1]) if len(parts) > 1 else (None, parts[0]))
+    found.extend((None, str(path).split(":")[0]) for path in service.get("tmpfs", []))
+    return found
+
+
+def test_no_container_leaves_an_anonymous_volume_behind() -> None:
+    for name, service in _services().items():
+        for volume in service.get("volumes", []):
+            if isinstance(volume, dict):
+                assert volume["type"] == "tmpfs" or volume.get("source"), (name, volume)
+            else:
+                assert ":" in str(volume), f"{name}: {volume} is an anonymous volume"
+        image = str(service.get("image", "")).partition("@")[0].rpartition(":")[0]
+        covered = {target for _, target in mounts(service)}
+        for path in IMAGE_VOLUMES.get(image, set()):
+            assert path in covered, f"{name}: the image's VOLUME {path} gets an anonymous volume"
+
+
+def test_the_readiness_probe_covers_the_volume_of_the_image_it_borrows() -> None:
+    probe = _services()["otel-collector-ready"]
+    image = str(probe["image"]).partition("@")[0].rpartition(":")[0]
+    assert IMAGE_VOLUMES.get(image), "the probe's image declares no VOLUME: update IMAGE_VOLUMES"
+    assert IMAGE_VOLUMES[image] <= {target for _, target in mounts(probe)}
+
+
+def test_prometheus_stores_exemplars() -> None:
+    # Still a feature flag in Prometheus v3.14.0 (cmd/prometheus/main.go).
+    command = [str(part) for part in _services()["prometheus"]["command"]]
+    features = {
+        feature
+        for part in command
+        if part.startswith("--enable-feature=")
+        for feature in part.partition("=")[2].split(",")
+    }
+    assert "exemplar-storage" in features

@@ -1,6 +1,7 @@
 """Grafana provisioning: the data sources, the dashboard provider and the
-dashboards, checked as files; no Grafana needed. Every query is executed against a real
-Prometheus by tests/e2e/test_grafana_queries.py."""
+dashboards, checked as files; no Grafana needed. Every Prometheus query is executed
+against a real Prometheus by tests/e2e/test_grafana_queries.py; every Loki query is parsed
+as LogQL by test_logql.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from helpers import METRIC_TABLE
+from stack_files import grafana_reads, load_yaml, loki_label, panels
 
 from app.contracts import telemetry_names as names
 from app.rl.anomaly import AnomalyThresholds
@@ -28,6 +30,7 @@ CONTRACT_METRICS = frozenset(METRIC_TABLE)
 HISTOGRAM_SERIES = re.compile(r"_(bucket|count|sum)$")
 METRIC_NAME = re.compile(r"\besper_[a-z0-9_]+")
 RUN_FILTER = 'run_id="$run_id"'
+LOKI_RUN_FILTER = f'{loki_label(names.RUN_ID)}="$run_id"'
 RUN_VARIABLE_QUERY = "label_values(esper_events_total, run_id)"
 # The dashboard JSON schema of Grafana 11.3; newer Grafana releases (the compose file pins
 # a 12.x) migrate it forward on load, while a newer schema would not load on 11.x.
@@ -49,15 +52,6 @@ def dashboards() -> list[dict[str, Any]]:
     return [json.loads(path.read_text(encoding="utf-8")) for path in DASHBOARDS]
 
 
-def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every panel, those nested in rows included."""
-    found = []
-    for panel in dashboard["panels"]:
-        found.append(panel)
-        found.extend(panel.get("panels", []))
-    return found
-
-
 def metrics_in(expr: str) -> set[str]:
     return {HISTOGRAM_SERIES.sub("", name) for name in METRIC_NAME.findall(expr)}
 
@@ -77,7 +71,7 @@ def test_the_data_sources_are_prometheus_by_default_and_jaeger_linked_both_ways(
     config = load(DATASOURCES)
     assert config["apiVersion"] == 1
     sources = {source["uid"]: source for source in config["datasources"]}
-    assert set(sources) == {"prometheus", "jaeger"}
+    assert set(sources) == {"prometheus", "jaeger", "loki"}
     prometheus, jaeger = sources["prometheus"], sources["jaeger"]
     assert prometheus["type"] == "prometheus"
     assert prometheus["url"] == "http://prometheus:9090"
@@ -96,8 +90,63 @@ def test_the_data_sources_are_prometheus_by_default_and_jaeger_linked_both_ways(
     assert to_metrics["queries"]
     for query in to_metrics["queries"]:
         assert query["name"]
-        assert "{$__tags}" in query["query"], query
+        assert "{$__tags}" in grafana_reads(query["query"]), query
         assert metrics_in(query["query"]) <= CONTRACT_METRICS, query
+
+
+def strings_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in strings_in(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in strings_in(item)]
+    return []
+
+
+def test_no_grafana_variable_is_taken_for_an_environment_variable() -> None:
+    # Provisioning expands $NAME and ${NAME} in jsonData from the environment; a Grafana
+    # variable ($__tags, ${__value.raw}) must be written $$ to reach Grafana.
+    for source in load(DATASOURCES)["datasources"]:
+        for value in strings_in(source.get("jsonData", {})):
+            grafana_reads(value)
+
+
+def test_a_log_line_links_to_its_trace_in_jaeger() -> None:
+    sources = {source["uid"]: source for source in load(DATASOURCES)["datasources"]}
+    loki = sources["loki"]
+    assert loki["type"] == "loki"
+    assert not loki.get("isDefault", False)
+    [field] = loki["jsonData"]["derivedFields"]
+    # Loki keeps an OTLP record's trace id as the structured metadata trace_id; the
+    # matcher is a regular expression tried on every label name, so it is anchored.
+    assert field["matcherType"] == "label"
+    matcher = grafana_reads(field["matcherRegex"])
+    assert re.search(matcher, "trace_id")
+    assert not re.search(matcher, loki_label(names.ORIGINAL_TRACE_ID))
+    assert sources[field["datasourceUid"]]["type"] == "jaeger"
+    assert grafana_reads(field["url"]) == "${__value.raw}"
+
+
+def test_a_span_links_to_its_events_in_loki() -> None:
+    sources = {source["uid"]: source for source in load(DATASOURCES)["datasources"]}
+    to_logs = sources["jaeger"]["jsonData"]["tracesToLogsV2"]
+    assert sources[to_logs["datasourceUid"]]["type"] == "loki"
+    # The default query would look for the ids in the line's text, which is the event's
+    # message: the custom query filters the structured metadata instead.
+    assert to_logs["customQuery"] is True
+    query = grafana_reads(to_logs["query"])
+    assert query.startswith("{${__tags}} ")
+    assert 'trace_id="${__span.traceId}"' in query
+    assert 'span_id="${__span.spanId}"' in query
+    # ${__tags} selects streams by the labels Loki indexes: the run's id among them.
+    loki = load_yaml("loki/config.yaml")
+    [rule] = loki["limits_config"]["otlp_config"]["resource_attributes"]["attributes_config"]
+    indexed = {loki_label(attribute) for attribute in rule["attributes"]}
+    tags = {tag["key"]: tag["value"] for tag in to_logs["tags"]}
+    assert tags[names.RUN_ID] == loki_label(names.RUN_ID)
+    assert all(tags[key] == loki_label(key) for key in tags)
+    assert set(tags.values()) <= indexed
 
 
 def test_the_dashboard_provider_loads_the_mounted_directory_into_the_esper_folder() -> None:
@@ -142,8 +191,12 @@ def test_each_dashboard_selects_a_run_and_every_query_is_filtered_by_it(path: Pa
             targets += 1
             where = f"{dashboard['title']} / {panel['title']} / {target['refId']}"
             source = target.get("datasource", panel["datasource"])
-            assert uids.get(source["uid"]) == source["type"] == "prometheus", where
+            assert uids.get(source["uid"]) == source["type"] in ("prometheus", "loki"), where
             expr = target["expr"]
+            if source["type"] == "loki":
+                # The run is a stream label (loki/config.yaml); test_logql.py parses it.
+                assert LOKI_RUN_FILTER in expr.partition("}")[0], where
+                continue
             # Every selector of the query, not just one, is restricted to the run.
             selectors = re.findall(r"\besper_[a-z0-9_]+\{([^}]*)\}", expr)
             assert selectors, where
