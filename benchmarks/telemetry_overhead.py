@@ -1,4 +1,5 @@
-"""What telemetry costs a training run: off vs. JSONL only vs. JSONL + OpenTelemetry.
+"""What telemetry costs a training run: off vs. JSONL only vs. JSONL + OpenTelemetry
+(with and without the events' log records).
 
 Every mode runs the same `esper train` job (same seed, so the same work) in its own
 process; modes are interleaved over `--rounds` so that a noisy neighbour hits them
@@ -40,6 +41,7 @@ def modes(endpoint: str) -> dict[str, tuple[list[str], dict[str, str]]]:
         "telemetry off": (["--telemetry-level", "off"], disabled),
         "JSONL only": ([], disabled),
         "JSONL + OTel SDK, no exporter": ([], {}),
+        "JSONL + OTLP, no log records": ([], {**otlp, "OTEL_LOGS_EXPORTER": "none"}),
         "JSONL + OTLP to live receiver": ([], otlp),
     }
 
@@ -90,7 +92,10 @@ def main() -> None:
         training = median(t for t, _ in samples)
         wall = median(w for _, w in samples)
         print(f"{name:<32} {training:>10.2f} {training / baseline:>7.3f} {wall:>10.2f}")
-    print(f"spans received by the live receiver: {len(receiver.spans())}")
+    print(
+        f"received by the live receiver: {len(receiver.spans())} spans, "
+        f"{len(receiver.log_records())} log records"
+    )
 
 
 if __name__ == "__main__":
