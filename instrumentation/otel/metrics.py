@@ -17,14 +17,27 @@ Durations: epochs from EPOCH_COMPLETED's `duration_s` (host train and validate);
 batches and PPO updates from the spans `esper.batch` and `esper.ppo.update`, measured
 by `SpanMetricsProcessor` when they end. That keeps `app/` on the OpenTelemetry API: no
 event carries these durations, and the spans already time exactly that work.
+
+Exemplars: each duration is recorded in the context of the span it measures, so that
+the SDK's exemplar (filter `trace_based`: sampled spans only) points at that span. The
+epoch duration gets the context that was current where EPOCH_COMPLETED was emitted, on
+the `esper.epoch` span (adapter.py captures it). The batch and update durations are
+recorded in `on_end`, where the current context is no help: a span ends after it
+stopped being current, so it is the parent's (the batch's, for an update) or none. They
+get a context holding the ended span itself instead; a span that sampling dropped is
+still recorded (sampling.py) and its unsampled context gets no exemplar, as no trace
+backend holds it. Recording there rather than in `app/` keeps the durations off the
+training code, at the cost of one context per batch and update (about a microsecond).
 """
 
 from __future__ import annotations
 
 import math
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import NonRecordingSpan
 
 from app.contracts import telemetry_names as names
 from app.contracts.events import EventType, TelemetryEvent
@@ -74,14 +87,16 @@ class SpanMetricsProcessor(SpanProcessor):
             return
         if name not in (names.BATCH_SPAN, names.UPDATE_SPAN) or span.start_time is None:
             return
-        if span.end_time is None:
+        if span.end_time is None or span.context is None:
             return
         seconds = (span.end_time - span.start_time) / 1e9
         instruments = self._metrics.instruments
         histogram = (
             instruments.batch_duration if name == names.BATCH_SPAN else instruments.update_duration
         )
-        histogram.record(seconds, instruments.run_attributes)
+        # The ended span's own context, for the exemplar (module docstring).
+        measured = trace.set_span_in_context(NonRecordingSpan(span.context))
+        histogram.record(seconds, instruments.run_attributes, context=measured)
         if name == names.BATCH_SPAN and span.attributes is not None:
             accuracy = real_number(span.attributes.get(names.AVG_ACCURACY))
             if accuracy is not None:

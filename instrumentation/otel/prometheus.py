@@ -1,5 +1,6 @@
 """The Prometheus scrape endpoint of `--prometheus-port`: an HTTP server on its own
-thread serving a registry that a PrometheusMetricReader of the session fills."""
+thread serving a registry that a PrometheusMetricReader of the session fills, its
+histogram buckets with exemplars in the OpenMetrics format (exemplars.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class PrometheusEndpoint:
 
 def serve_prometheus(port: int, address: str) -> PrometheusEndpoint:
     """Serve /metrics on address:port; a TelemetryConfigError naming them if it cannot."""
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from instrumentation.otel.exemplars import ExemplarPrometheusReader
 
     registry = CollectorRegistry()
     try:
@@ -39,6 +40,5 @@ def serve_prometheus(port: int, address: str) -> PrometheusEndpoint:
         raise TelemetryConfigError(
             f"cannot serve Prometheus metrics on {address}:{port}: {error}"
         ) from None
-    # Scope labels off: the series carry exactly the labels of docs/opentelemetry.md's table.
-    reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
+    reader = ExemplarPrometheusReader(registry)
     return PrometheusEndpoint(server, registry, reader)

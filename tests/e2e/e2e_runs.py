@@ -181,9 +181,12 @@ def prometheus_binary() -> str:
 
 
 class Prometheus:
-    """A Prometheus server of our own (not the Debian service) scraping the targets."""
+    """A Prometheus server of our own (not the Debian service) scraping the targets;
+    with `exemplars`, it stores the exemplars it scrapes (`query_exemplars`)."""
 
-    def __init__(self, binary: str, directory: Path, *targets: str) -> None:
+    def __init__(
+        self, binary: str, directory: Path, *targets: str, exemplars: bool = False
+    ) -> None:
         from receivers import free_port  # tests/otel: on sys.path once conftest ran
 
         self.port = free_port()
@@ -208,6 +211,7 @@ class Prometheus:
                     f"--config.file={config}",
                     f"--storage.tsdb.path={directory / 'data'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
+                    *(["--enable-feature=exemplar-storage"] if exemplars else []),
                 ],
                 cwd=directory,
                 stdin=subprocess.DEVNULL,
@@ -218,12 +222,24 @@ class Prometheus:
     def query(self, promql: str) -> list[dict[str, Any]]:
         """What `promql` evaluates to now: [{"metric": labels, "value": ...}] for an
         instant vector, "values" in place of "value" for a range vector."""
-        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        result: list[dict[str, Any]] = self._get("query", {"query": promql})["result"]
+        return result
+
+    def query_exemplars(self, promql: str, start: float, end: float) -> list[dict[str, Any]]:
+        """The exemplars stored for the series `promql` selects, between the Unix times
+        `start` and `end`: [{"seriesLabels": labels, "exemplars": [{"labels": ...,
+        "value": ..., "timestamp": ...}]}]."""
+        found: list[dict[str, Any]] = self._get(
+            "query_exemplars", {"query": promql, "start": start, "end": end}
+        )
+        return found
+
+    def _get(self, endpoint: str, parameters: Mapping[str, object]) -> Any:
+        url = f"{self.url}/api/v1/{endpoint}?{urllib.parse.urlencode(parameters)}"
         with urllib.request.urlopen(url, timeout=5) as response:
             body = json.load(response)
         assert body["status"] == "success", body
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
+        return body["data"]
 
     def wait_until(self, promql: str, timeout: float) -> list[dict[str, Any]]:
         """Poll `promql` until it returns a series; fail after `timeout` seconds."""
@@ -269,10 +285,14 @@ def scraped_run(
     training: list[Training],
     servers: list[Prometheus],
     processes: int = 1,
+    *,
+    otel: Mapping[str, str] | None = None,
+    exemplars: bool = False,
 ) -> tuple[Training, Prometheus, str]:
     """A short synthetic `esper train --prometheus-port 0` that runs until stopped (in
-    `processes` ranks under torchrun when more than one), and a Prometheus of our own
-    scraping every rank's endpoint every second: (the run, the server, the run id).
+    `processes` ranks under torchrun when more than one, with the OTEL_* variables
+    `otel`), and a Prometheus of our own scraping every rank's endpoint every second,
+    storing exemplars if asked: (the run, the server, the run id).
 
     The critic is judged from its first update, whose explained variance is below the
     collapse threshold, so that the run raises a warning event within seconds."""
@@ -285,6 +305,7 @@ def scraped_run(
             *("--prometheus-port", "0", "--telemetry-dir", str(telemetry_dir)),
         ],
         cwd=tmp_path,
+        otel=otel,
         command=TRAIN if processes == 1 else torchrun(processes),
     )
     training.append(run)
@@ -296,6 +317,6 @@ def scraped_run(
     run_id = json.loads((only_run_dir(telemetry_dir) / "run.json").read_text())["run_id"]
 
     (tmp_path / "prometheus").mkdir()
-    prometheus = Prometheus(binary, tmp_path / "prometheus", *targets)
+    prometheus = Prometheus(binary, tmp_path / "prometheus", *targets, exemplars=exemplars)
     servers.append(prometheus)
     return run, prometheus, run_id
