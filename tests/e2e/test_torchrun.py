@@ -207,6 +207,23 @@ def test_one_trace_per_batch_holds_every_rank_and_every_log_line(two_ranks: Expo
     assert len(lines) == len(events)
     assert summary_events(two_ranks.stderr) == len(lines)
 
+    # ... and a log record of its rank, correlated with the same span.
+    with receiver.lock:
+        logged = [
+            (
+                attributes_of(rl.resource.attributes)["esper.rank"],
+                record.trace_id.hex(),
+                record.span_id.hex(),
+                attributes_of(record.attributes)["esper.event.id"],
+            )
+            for request in receiver.log_requests
+            for rl in request.resource_logs
+            for scope in rl.scope_logs
+            for record in scope.log_records
+        ]
+    assert len(logged) == len(lines)
+    assert set(logged) == {(x["rank"], x["trace_id"], x["span_id"], x["event_id"]) for x in lines}
+
 
 def rank_process(run: Training, rank: int) -> psutil.Process:
     """The process of `rank` among torchrun's children."""
