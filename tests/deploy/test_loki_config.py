@@ -11,6 +11,7 @@ import pytest
 from stack_files import compose_services, data_sources, load_yaml, published_targets
 
 from app.contracts import telemetry_names as names
+from instrumentation.otel.environment import EVENT_ATTRIBUTE_LIMIT
 
 ACTIONS = {"index_label", "structured_metadata", "drop"}  # pkg/loghttp/push/otlp_config.go
 
@@ -90,14 +91,24 @@ def test_a_run_and_its_service_are_stream_labels(loki: dict[str, Any]) -> None:
     assert loki["limits_config"]["otlp_config"]["resource_attributes"]["ignore_defaults"]
 
 
-def test_retention_is_applied_and_fits_the_index_period(loki: dict[str, Any]) -> None:
-    compactor = loki["compactor"]
-    assert compactor["retention_enabled"] is True
-    # Loki refuses to start with retention but no delete request store (compactor/config.go).
-    assert compactor["delete_request_store"] == "filesystem"
-    retention_h = int(str(loki["limits_config"]["retention_period"]).removesuffix("h"))
-    period_h = int(str(loki["schema_config"]["configs"][-1]["index"]["period"]).removesuffix("h"))
-    assert retention_h > 0 and retention_h % period_h == 0
+def test_a_replayed_run_is_kept_whatever_its_age(loki: dict[str, Any]) -> None:
+    """`esper replay` sends events with their original timestamps: Loki must neither
+    refuse old lines (its default past 7 days) nor delete them at the next compaction,
+    and its schema must cover the dates of old logs."""
+    limits = loki["limits_config"]
+    assert limits["reject_old_samples"] is False
+    assert "retention_period" not in limits
+    assert not loki.get("compactor", {}).get("retention_enabled", False)
+    first = loki["schema_config"]["configs"][0]["from"]
+    assert str(first) <= "2020-01-01"
+
+
+def test_a_record_at_the_attribute_limit_fits_loki(loki: dict[str, Any]) -> None:
+    """A record may hold EVENT_ATTRIBUTE_LIMIT attributes; Loki discards a line with more
+    structured metadata entries than its limit (and the resource and its own fields add
+    some)."""
+    limit = loki["limits_config"]["max_structured_metadata_entries_count"]
+    assert limit >= EVENT_ATTRIBUTE_LIMIT + 20
 
 
 def test_the_healthcheck_uses_the_binary_itself(service: dict[str, Any]) -> None:
