@@ -17,7 +17,7 @@ from pathlib import Path
 
 from instrumentation.event_log import RUN_FILE_NAME
 from instrumentation.jsonl_reader import NoLogError, log_rank, open_log, run_log_sets
-from instrumentation.otel.environment import SignalExport, sdk_disabled
+from instrumentation.otel.environment import Signal, SignalExport, sdk_disabled
 
 _log = logging.getLogger(__name__)
 
@@ -57,10 +57,11 @@ def check_destination() -> None:
     """Fail when no exporter is configured: a replay to nowhere would look like success."""
     if sdk_disabled():
         raise ReplayInputError("OTEL_SDK_DISABLED=true: nothing to replay to")
-    if not any(SignalExport.from_environment(s).exporters for s in ("traces", "metrics")):
+    signals: tuple[Signal, ...] = ("traces", "metrics", "logs")
+    if not any(SignalExport.from_environment(signal).exporters for signal in signals):
         raise ReplayInputError(
             "no exporter configured: set OTEL_EXPORTER_OTLP_ENDPOINT "
-            "(or OTEL_TRACES_EXPORTER=console)"
+            "(or OTEL_TRACES_EXPORTER=console, OTEL_LOGS_EXPORTER=console)"
         )
 
 

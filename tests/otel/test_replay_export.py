@@ -21,11 +21,15 @@ from app.contracts.events import TelemetryEvent
 
 
 def replay(
-    receiver: GrpcReceiver | HttpReceiver, protocol: str, log: Path
+    receiver: GrpcReceiver | HttpReceiver, protocol: str, log: Path, only_logs: bool = False
 ) -> tuple[int, list[str]]:
+    """`esper replay log` exporting every signal to `receiver`, or log records alone."""
     with pytest.MonkeyPatch.context() as monkeypatch, redirect_stderr(io.StringIO()) as err:
         clear_otel_environment(monkeypatch)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        if only_logs:
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", f"{receiver.endpoint}/v1/logs")
+        else:
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0.5")
         code = main(["replay", str(log)])
@@ -104,3 +108,16 @@ def test_a_replay_sends_every_line_as_a_log_record_with_its_original_time(
         assert (record.trace_id, record.span_id) == (span.trace_id, span.span_id)
         assert record.event_name == span_event.name
         assert attributes_of(record.attributes) == attributes_of(span_event.attributes)
+
+
+def test_a_replay_to_a_log_store_alone_sends_only_log_records(legacy_log: Path) -> None:
+    receiver = HttpReceiver().start()
+    try:
+        code, lines = replay(receiver, "http/protobuf", legacy_log, only_logs=True)
+    finally:
+        receiver.stop()
+    assert code == 0, lines
+    records = len(receiver.log_records())
+    assert records == sum(1 for _ in legacy_log.open())
+    assert not receiver.attempts["traces"] and not receiver.attempts["metrics"]
+    assert export_of(lines) == f"logs {records} records sent, none lost"
