@@ -35,6 +35,8 @@ class AccountingLogProcessor(LogRecordProcessor):
             self.exporter,
             max_queue_size=settings.max_queue_size,
             max_export_batch_size=settings.max_export_batch_size,
+            schedule_delay_millis=settings.schedule_delay_ms,
+            export_timeout_millis=settings.export_timeout_ms,
             meter_provider=meter_provider,
         )
 

@@ -274,17 +274,22 @@ def test_exports_in_flight_at_the_bound_are_lost_to_it_and_silenced(
             protocol,
             OTEL_EXPORTER_OTLP_TIMEOUT=str(export_timeout_s),
             OTEL_BSP_SCHEDULE_DELAY="50",
+            OTEL_BLRP_SCHEDULE_DELAY="50",
         )
-        make_spans(session, 7)
-        time.sleep(0.3)  # the batch is exported, and held
+        make_spans(session, 6)
+        emit_events(session, 5)  # in a seventh span
+        time.sleep(0.3)  # the batches are exported, and held
         assert not session.shutdown(timeout_s=0.5)
         closed = time.monotonic()
         time.sleep(export_timeout_s + 1)
     finally:
         receiver.stop()
-    assert traces_report(session).lost == {SHUTDOWN_BOUND: 7}
-    metrics = [sink for sink in session.export_report().sinks if sink.signal == "metrics"]
-    assert metrics[0].lost == {SHUTDOWN_BOUND: 1}
+    lost = {sink.signal: sink.lost for sink in session.export_report().sinks}
+    assert lost == {
+        "traces": {SHUTDOWN_BOUND: 7},
+        "logs": {SHUTDOWN_BOUND: 5},
+        "metrics": {SHUTDOWN_BOUND: 1},
+    }
     late = [m for m in records.messages(since=closed) if "export" in m.lower()]
     assert late == []
 
@@ -298,6 +303,13 @@ def test_exports_in_flight_at_the_bound_are_lost_to_it_and_silenced(
             {"OTEL_BSP_MAX_QUEUE_SIZE": "8", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "16"},
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=16 is larger than OTEL_BSP_MAX_QUEUE_SIZE=8",
         ),
+        (
+            {"OTEL_BLRP_MAX_QUEUE_SIZE": "8", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "16"},
+            "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE=16 is larger than OTEL_BLRP_MAX_QUEUE_SIZE=8",
+        ),
+        ({"OTEL_BSP_SCHEDULE_DELAY": "0"}, "OTEL_BSP_SCHEDULE_DELAY='0' must be"),
+        ({"OTEL_BLRP_SCHEDULE_DELAY": "soon"}, "OTEL_BLRP_SCHEDULE_DELAY='soon' is not"),
+        ({"OTEL_BLRP_EXPORT_TIMEOUT": "-1"}, "OTEL_BLRP_EXPORT_TIMEOUT='-1' must be"),
         ({"OTEL_METRIC_EXPORT_INTERVAL": "inf"}, "OTEL_METRIC_EXPORT_INTERVAL='inf' must be"),
         ({"OTEL_METRIC_EXPORT_INTERVAL": "0"}, "OTEL_METRIC_EXPORT_INTERVAL='0' must be"),
     ],
@@ -313,6 +325,8 @@ def test_bad_batching_settings_are_named(
 def test_a_small_queue_alone_sets_a_batch_size_that_fits() -> None:
     assert QueueSettings.from_environment({"OTEL_BSP_MAX_QUEUE_SIZE": "4"}) == QueueSettings(4, 4)
     assert QueueSettings.from_environment({}) == QueueSettings(2048, 512)
+    logs = QueueSettings.from_environment({}, processor="BLRP")
+    assert logs == QueueSettings(2048, 512, schedule_delay_ms=1000.0)
 
 
 def test_a_local_refusal_after_the_collectors_answer_keeps_the_answer() -> None:
