@@ -112,3 +112,21 @@ def test_the_record_severity_follows_the_event(
     assert record.log_record.severity_text == text
     assert record.log_record.body == "bad"
     assert record.log_record.event_name == "esper.gradient_pathology_detected"
+
+
+def test_an_event_on_a_span_left_out_by_sampling_has_no_trace_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As its JSONL line: no trace backend holds the span, a link to it would lead nowhere."""
+    receiver = receiver_for("grpc")
+    try:
+        session = session_for(
+            monkeypatch, receiver.endpoint, "grpc", OTEL_TRACES_SAMPLER="always_off"
+        )
+        emit_events(session, 2)
+        session.shutdown(timeout_s=5)
+    finally:
+        receiver.stop()
+    records = receiver.log_records()
+    assert len(records) == 2 and not receiver.spans()
+    assert all(record.trace_id == b"" and record.span_id == b"" for record in records)
