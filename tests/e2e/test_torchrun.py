@@ -17,6 +17,7 @@ import pytest
 from e2e_runs import ENDLESS, SHORT_RUN, Training, only_run_dir, torchrun, train_to_the_end
 from receivers import BlackHole, HttpReceiver, attributes_of
 
+from app.contracts import telemetry_names as names
 from instrumentation.otel import DEFAULT_SHUTDOWN_TIMEOUT_S
 
 # Four environments, two batches of 4 x 6 epochs: ranks 0 and 1 step two each.
@@ -211,10 +212,10 @@ def test_one_trace_per_batch_holds_every_rank_and_every_log_line(two_ranks: Expo
     with receiver.lock:
         logged = [
             (
-                attributes_of(rl.resource.attributes)["esper.rank"],
+                attributes_of(rl.resource.attributes)[names.RANK],
                 record.trace_id.hex(),
                 record.span_id.hex(),
-                attributes_of(record.attributes)["esper.event.id"],
+                attributes_of(record.attributes)[names.EVENT_ID],
             )
             for request in receiver.log_requests
             for rl in request.resource_logs

@@ -168,6 +168,14 @@ def test_header_secrets_are_the_values_as_written_and_decoded() -> None:
     assert {"k%2Fey", "k/ey"} <= set(secrets)
 
 
+@pytest.mark.parametrize("signal", ["TRACES", "METRICS", "LOGS"])
+def test_every_signals_headers_and_endpoint_user_info_are_secrets(signal: str) -> None:
+    headers = header_secrets({f"OTEL_EXPORTER_OTLP_{signal}_HEADERS": "api-key=s3cr3tkey"})
+    assert "s3cr3tkey" in headers
+    endpoint = f"http://bob:hunter22@collector:4318/v1/{signal.lower()}"
+    assert "hunter22" in endpoint_secrets({f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT": endpoint})
+
+
 def test_endpoint_secrets_are_the_user_info() -> None:
     secrets = endpoint_secrets(
         {
