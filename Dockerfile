@@ -1,6 +1,6 @@
 # The trainer image for the compose stack (README: "Run the full stack"): `docker compose up --build`.
 #
-# Checked (via the `search` tool): installing torch from PyTorch's CPU index
+# Checked: installing torch from PyTorch's CPU index
 # (`pip install --index-url https://download.pytorch.org/whl/cpu torch==...`) before the
 # project so pip keeps it instead of pulling the CUDA build; python:3.11.16-slim-bookworm is
 # a published tag (public Dockerfiles pin it by its multi-platform digest).

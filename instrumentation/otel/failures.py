@@ -187,7 +187,7 @@ def _note(status: str, answered: bool = True) -> None:
 
 
 def http_session(signal: str, environ: Mapping[str, str] = os.environ) -> Session | None:
-    """A requests session for the OTLP/HTTP exporter of signal ("traces", "metrics")
+    """A requests session for the OTLP/HTTP exporter of signal ("traces", "metrics", "logs")
     that notes how each attempt ended; None when a credential provider is configured,
     whose session the exporter loads itself (statuses then come from its log records)."""
     names = [name.format(signal=signal.upper()) for name in _CREDENTIAL_PROVIDERS]

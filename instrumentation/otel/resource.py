@@ -1,4 +1,4 @@
-"""The resource every span and metric of a run carries (docs/opentelemetry.md)."""
+"""The resource every span, log record and metric of a run carries (docs/opentelemetry.md)."""
 
 from __future__ import annotations
 
