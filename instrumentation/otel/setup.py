@@ -7,10 +7,10 @@ What each part reads and does:
   protocol, timeout, SDK disabled) and the span limits; headers.py checks the header
   variables before anything starts, and redaction.py keeps their values and endpoint
   user info out of everything the process logs; batching.py checks
-  `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60000), `OTEL_BSP_MAX_QUEUE_SIZE`,
-  `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` and their `OTEL_BLRP_*` twins for log records. The
-  other `OTEL_BSP_*` and `OTEL_BLRP_*`, `OTEL_SPAN_*_LIMIT`, `OTEL_LOGRECORD_*_LIMIT`,
-  `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are read by the SDK.
+  `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60000) and the batch processors' queue,
+  batch, delay and timeout variables (`OTEL_BSP_*` for spans, `OTEL_BLRP_*` for log
+  records). `OTEL_SPAN_*_LIMIT`, `OTEL_LOGRECORD_*_LIMIT`, `OTEL_SERVICE_NAME` and
+  `OTEL_RESOURCE_ATTRIBUTES` are read by the SDK.
 - `OTEL_TRACES_SAMPLER` / `_ARG` decide which traces are exported, not what is
   measured: dropped spans are still recorded (sampling.py).
 - resource.py: the resource; exporters.py: the OTLP exporters and the counting wrappers;
