@@ -61,6 +61,22 @@ def emit_events(session: OpenTelemetrySession, count: int, data_keys: int = 0) -
             )
 
 
+def events_exported(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, count: int, data_keys: int = 0, **settings: str
+) -> tuple[OpenTelemetrySession, Received]:
+    """`emit_events(count, data_keys)` in a session exporting to a fresh receiver over
+    `protocol`, with the OTEL_* `settings`, shut down: the session and what the receiver
+    stored."""
+    receiver = receiver_for(protocol)
+    try:
+        session = session_for(monkeypatch, receiver.endpoint, protocol, **settings)
+        emit_events(session, count, data_keys)
+        session.shutdown(timeout_s=5)
+    finally:
+        receiver.stop()
+    return session, receiver
+
+
 def clear_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("OTEL_"):

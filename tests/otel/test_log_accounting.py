@@ -8,7 +8,7 @@ import pytest
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from otel_runs import emit_events, receiver_for, session_for
+from otel_runs import emit_events, events_exported, receiver_for
 
 from app.contracts.events import EventType, Severity, TelemetryEvent
 from instrumentation.otel import configure_opentelemetry
@@ -20,20 +20,11 @@ from instrumentation.otel.summary import export_line
 def test_attributes_over_the_log_record_limit_are_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    receiver = receiver_for("http/protobuf")
-    try:
-        session = session_for(
-            monkeypatch,
-            receiver.endpoint,
-            "http/protobuf",
-            OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT="6",
-        )
-        # Each event has 4 standard attributes (type, id, severity, message) and 5 data
-        # keys: 3 over the limit.
-        emit_events(session, 2, data_keys=5)
-        session.shutdown(timeout_s=5)
-    finally:
-        receiver.stop()
+    # Each event has 4 standard attributes (type, id, severity, message) and 5 data keys:
+    # 3 over the limit.
+    session, receiver = events_exported(
+        monkeypatch, "http/protobuf", 2, data_keys=5, OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT="6"
+    )
     records = receiver.log_records()
     assert [record.dropped_attributes_count for record in records] == [3, 3]
     assert session.export_report().log_attributes == 6
@@ -53,14 +44,8 @@ def test_a_bad_log_record_limit_is_named(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_logs_exporter_none_sends_no_log_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    receiver = receiver_for("grpc")
-    try:
-        session = session_for(monkeypatch, receiver.endpoint, "grpc", OTEL_LOGS_EXPORTER="none")
-        assert session.logger_provider is None
-        emit_events(session, 3)
-        session.shutdown(timeout_s=5)
-    finally:
-        receiver.stop()
+    session, receiver = events_exported(monkeypatch, "grpc", 3, OTEL_LOGS_EXPORTER="none")
+    assert session.logger_provider is None
     assert receiver.spans() and not receiver.attempts["logs"]
     assert "logs" not in export_line(session)
 
@@ -118,15 +103,7 @@ def test_an_event_on_a_span_left_out_by_sampling_has_no_trace_ids(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """As its JSONL line: no trace backend holds the span, a link to it would lead nowhere."""
-    receiver = receiver_for("grpc")
-    try:
-        session = session_for(
-            monkeypatch, receiver.endpoint, "grpc", OTEL_TRACES_SAMPLER="always_off"
-        )
-        emit_events(session, 2)
-        session.shutdown(timeout_s=5)
-    finally:
-        receiver.stop()
+    _, receiver = events_exported(monkeypatch, "grpc", 2, OTEL_TRACES_SAMPLER="always_off")
     records = receiver.log_records()
     assert len(records) == 2 and not receiver.spans()
     assert all(record.trace_id == b"" and record.span_id == b"" for record in records)
