@@ -268,7 +268,7 @@ def _parse(raw: bytes) -> LoggedEvent:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"invalid UTF-8: {exc.reason}") from None
-    _check_depth(text)
+    check_depth(text)
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -289,7 +289,7 @@ def _parse(raw: bytes) -> LoggedEvent:
     )
 
 
-def _check_depth(text: str) -> None:
+def check_depth(text: str) -> None:
     """ValueError if text nests arrays and objects deeper than MAX_DEPTH (outside strings).
 
     Exact for valid JSON; for invalid JSON it agrees with the parser up to the first

@@ -7,12 +7,14 @@ and `TelemetryEscalation` tells the training loop to collect DEBUG detail for a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import telemetry
 from app.contracts.events import EventType, Severity, TelemetryEvent, TelemetryLevel
-from app.rl.ppo_statistics import PPOUpdateMetrics
 from app.settings import check
+
+if TYPE_CHECKING:  # ppo_statistics loads torch; readers of the thresholds need no torch
+    from app.rl.ppo_statistics import PPOUpdateMetrics
 
 
 @dataclass(frozen=True)
