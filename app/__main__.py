@@ -1,15 +1,15 @@
 """`python -m app` and the `esper` script: the command line, loaded under a guard.
 
-Importing the command line loads torch, which takes seconds; Ctrl-C or SIGTERM then
-gets one line and exit 130 or 143, as it does later in start-up, not a traceback.
+Ctrl-C or SIGTERM while the command line loads gets one line and exit 130 or 143, as it
+does later in start-up, not a traceback. The command line itself is light; a command's
+own modules (torch, the OpenTelemetry SDK) load when it runs, under the same kind of
+guard (app/cli/lazy.py).
 """
 
 import signal
 import sys
 
-from app.interrupts import Terminated, interrupted_before_start, raise_for
-
-_ACTIVITIES = {"train": "training", "replay": "the replay"}
+from app.interrupts import ACTIVITIES, Terminated, interrupted_before_start, raise_for
 
 
 def main() -> int:
@@ -18,7 +18,7 @@ def main() -> int:
     try:
         from app.cli import main as cli_main
     except (KeyboardInterrupt, Terminated) as interrupt:
-        return interrupted_before_start(interrupt, _ACTIVITIES.get(command, "the command"))
+        return interrupted_before_start(interrupt, ACTIVITIES.get(command, "the command"))
     finally:
         signal.signal(signal.SIGTERM, previous)
     return cli_main()

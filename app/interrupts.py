@@ -10,7 +10,12 @@
 - export (the bounded OpenTelemetry shutdown, which waits on the network): a signal now,
   or a second one noted before, abandons the wait. The export threads are daemons and end
   with the process; the summary says the export was cut short.
-- done (the summary): signals are ignored.
+- report (`--report`, seconds on a long log): a signal now, or one that cut the export
+  short, stops the report, which leaves no file; the summary follows.
+- done (run.json and the summary, local and fast): signals are ignored.
+
+A signal after training (one that cut the export short or stopped the report) makes the
+exit code the signal's, as if it had stopped the run.
 
 Only stdlib is imported here: `python -m app` uses this module before torch is loaded.
 """
@@ -27,6 +32,9 @@ from types import FrameType
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+# What each command does, as "interrupted before ... started" names it; here because
+# `python -m app` needs it before the command line loads.
+ACTIVITIES = {"train": "training", "replay": "the replay", "report": "the report"}
 
 
 class Terminated(BaseException):
@@ -42,6 +50,7 @@ class Phase(Enum):
     TRAINING = auto()
     FLUSHING = auto()
     EXPORTING = auto()
+    REPORTING = auto()
     DONE = auto()
 
 
@@ -60,9 +69,15 @@ def signal_of(interrupt: BaseException) -> int:
 def interrupted_before_start(interrupt: BaseException, activity: str = "training") -> int:
     """Report a signal that arrived before `activity` started, in one line; the exit
     code."""
+    return stopped(interrupt, f"before {activity} started")
+
+
+def stopped(interrupt: BaseException, when: str) -> int:
+    """Report a signal that stopped a command, in one line (`esper: interrupted WHEN`,
+    `terminated` for SIGTERM); the exit code."""
     signum = signal_of(interrupt)
     verb = "terminated" if signum == signal.SIGTERM else "interrupted"
-    print(f"esper: {verb} before {activity} started", file=sys.stderr)
+    print(f"esper: {verb} {when}", file=sys.stderr)
     return EXIT_CODES[signal.Signals(signum)]
 
 
@@ -93,6 +108,7 @@ class StopRequest:
         self.phase = Phase.STARTUP
         self.signum: int | None = None  # the signal that stopped (or will stop) the run
         self.cut_short_by: int | None = None  # the signal that abandoned the export
+        self.report_stopped_by: int | None = None  # the signal that stopped the report
         self._export_waited = False
 
     @contextmanager
@@ -131,6 +147,10 @@ class StopRequest:
             self.cut_short_by = signum
             self.phase = Phase.DONE  # raise once, from inside the wait only
             raise _ExportCutShort
+        elif phase is Phase.REPORTING:
+            self.report_stopped_by = signum
+            self.phase = Phase.DONE  # raise once, from inside the report only
+            raise_for(signum)
 
     def start_training(self) -> None:
         """From now on a first signal stops the run at the next epoch boundary."""
@@ -164,6 +184,19 @@ class StopRequest:
             return None  # the handler has moved on to DONE
         return outcome.result() if self.cut_short_by is None else None
 
+    @contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Inside, a signal unwinds once (KeyboardInterrupt or Terminated), to stop the
+        report; one that cut the export short stops it on entry."""
+        self.phase = Phase.REPORTING
+        try:
+            if self.cut_short_by is not None:
+                self.report_stopped_by = self.cut_short_by
+                raise_for(self.cut_short_by)
+            yield
+        finally:
+            self.phase = Phase.DONE
+
     def summary_lines(self) -> list[str]:
         """The summary's word on a cut-short export; none when it was waited for."""
         if self.cut_short_by is None:
@@ -176,7 +209,8 @@ class StopRequest:
 
     def exit_code(self, code: int) -> int:
         """The run's exit code: `code`, or the code of the signal that cut the export
-        short when the run had not already stopped for a signal."""
-        if self.cut_short_by is None or code in EXIT_CODES.values():
+        short or stopped the report when the run had not already stopped for a signal."""
+        late = self.cut_short_by if self.cut_short_by is not None else self.report_stopped_by
+        if late is None or code in EXIT_CODES.values():
             return code
-        return EXIT_CODES[signal.Signals(self.cut_short_by)]
+        return EXIT_CODES[signal.Signals(late)]

@@ -1,10 +1,14 @@
 """The `esper` command line: `esper train` runs a morphogenetic training job, `esper
-replay` sends a recorded event log to an OpenTelemetry endpoint.
+replay` sends a recorded event log to an OpenTelemetry endpoint, and `esper report` writes
+it as a self-contained HTML page.
 
-`parser` declares the commands and flags; `train` and `replay` run them, `startup` checks
-a training run's input before any work starts, `config` turns the flags into a RunConfig,
+`parser` declares the commands and flags without loading torch, the OpenTelemetry SDK or
+plotly, which `lazy` and `report` import when a command runs; `train`, `replay` and
+`report` run them. For a training run, `startup` checks its input before any work starts,
+`config` turns the flags into a RunConfig, `resume` reads the checkpoint it continues,
 `run_span` opens the span every batch trace links to, `progress` runs the batches under a
-progress bar, and `summary` prints what a finished run did.
+progress bar, `run_record` writes run.json, and `summary` prints what a finished run did,
+ending with `where_to_look`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from app.cli.parser import build_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `esper` alone: what it can do
+        parser.print_help()
+        return 0
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

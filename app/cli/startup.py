@@ -1,39 +1,54 @@
 """Everything about `esper train`'s input that can fail, checked before any work starts:
-the configuration, the device, the checkpoint path to save to, the dataset and the
-checkpoint to resume from."""
+the checkpoint to resume from, the configuration, the device, the checkpoint path to save
+to and the dataset."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from app.cli.config import resolve
 from app.cli.errors import UsageError
-from app.training.checkpoint import CheckpointError, load_checkpoint
+from app.cli.resume import Resumed, load_resumed
+from app.training.checkpoint import CheckpointError
 from app.training.config import RunConfig
 from app.training.datasets import Dataset, DatasetError, load_dataset
 from app.training.resume import check_resumable
+from instrumentation.report import INSTALL_HINT
 
 
-def prepare(args: argparse.Namespace) -> tuple[RunConfig, Dataset, dict[str, Any] | None]:
-    """The configuration, the dataset and the checkpoint to resume from (None without
-    --resume), or a UsageError naming the first bad input."""
-    config = resolve(args)
+@dataclass(frozen=True)
+class Prepared:
+    """A run's checked input: its configuration, its data, and the checkpoint it
+    continues (None for a fresh run)."""
+
+    config: RunConfig
+    dataset: Dataset
+    resumed: Resumed | None
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    """The run's input, or a UsageError naming the first bad input. The checkpoint comes
+    first: a flag not given takes its value."""
+    resumed = load_resumed(args.resume) if args.resume else None
+    config = resolve(args, resumed)
     _check_device(config.device)
     if args.save:
         _check_save_path(args.save)
+    if args.report and importlib.util.find_spec("plotly") is None:
+        raise UsageError(f"--report needs plotly: {INSTALL_HINT}")
     try:
         dataset = load_dataset(config.dataset, config.data_dir, config.seed)
-        checkpoint = load_checkpoint(args.resume) if args.resume else None
-        if checkpoint is not None:
-            check_resumable(args.resume, checkpoint, config)
+        if resumed is not None:
+            check_resumable(resumed.path, resumed.state, config)
     except (DatasetError, CheckpointError) as error:
         raise UsageError(str(error)) from None
-    return config, dataset, checkpoint
+    return Prepared(config, dataset, resumed)
 
 
 def _check_device(device: str) -> None:

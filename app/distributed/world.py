@@ -27,10 +27,9 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-T = TypeVar("T")
+from app.distributed import DEFAULT_TIMEOUT_S
 
-# How long a rank waits in a collective for the others before giving up on them.
-DEFAULT_TIMEOUT_S = 300.0
+T = TypeVar("T")
 
 
 class LostRankError(RuntimeError):

@@ -8,8 +8,8 @@ checkpoint holds and how many saves failed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,13 @@ from app.training.checkpoint import save_checkpoint
 class CheckpointSaver:
     """Saves after each batch. In a run of several processes every rank has one, since
     every rank takes part in gathering the state, and rank 0's alone writes
-    (`writes`)."""
+    (`writes`). `identity` goes into every checkpoint beside the state: the run that
+    writes it (checkpoint_config.py)."""
 
     path: Path
     report: Callable[[str], None]
     writes: bool = True
+    identity: Mapping[str, Any] = field(default_factory=dict)
     saved_after: int | None = None  # the batch the file holds, when this run saved it
     failures: int = 0
     last_error: str = ""
@@ -34,7 +36,7 @@ class CheckpointSaver:
         if not self.writes:
             return
         try:
-            save_checkpoint(self.path, state)
+            save_checkpoint(self.path, {**state, **self.identity})
         except OSError as error:
             self.failures += 1
             self.last_failed = True

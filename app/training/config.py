@@ -4,10 +4,8 @@ the ones a user changes most; the rest are defaults here)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from app.contracts.actions import Action
-from app.contracts.events import TelemetryLevel
 from app.control.heuristic import HeuristicConfig
 from app.control.tracker import TrackerConfig
 from app.model.slot import SlotConfig
@@ -20,8 +18,8 @@ from app.training.environment import HostConfig
 from app.training.health import HostHealthConfig
 from app.training.memory import MemoryConfig
 from app.training.progress import ProgressThresholds
-
-CONTROLLERS = ("ppo", "heuristic", "static")
+from app.training.run_basics import CONTROLLERS as CONTROLLERS
+from app.training.run_basics import RunBasics
 
 # PPO as tuned for the seed controller's episodes of 21 decisions, 8 updates in a default
 # run (docs/training.md). Returns run to the episode's end (gae_lambda 1): a germination
@@ -47,17 +45,9 @@ CONTROLLER_PPO = PPOConfig(
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    controller: str = "ppo"
-    recurrent: bool = False
-    envs: int = 4
-    episodes: int = 32
-    max_epochs: int = 22
-    dataset: str = "digits"
-    data_dir: Path | None = None
-    seed: int = 0
-    device: str = "cpu"
-    telemetry_level: TelemetryLevel = TelemetryLevel.NORMAL
+class RunConfig(RunBasics):
+    """The top-level settings (RunBasics) and a section for each part of the run."""
+
     host: HostConfig = field(default_factory=HostConfig)
     slot: SlotConfig = field(default_factory=SlotConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)

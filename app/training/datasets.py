@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from app.training.cifar_pickle import load_batch
+from app.training.run_basics import DATASETS as DATASETS
 
-DATASETS = ("digits", "synthetic", "cifar10")
 _TENSORS = ("train_x", "train_y", "val_x", "val_y")
 
 

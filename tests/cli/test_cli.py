@@ -299,11 +299,14 @@ def test_checkpoint_of_another_controller_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     checkpoint = _heuristic_checkpoint(tmp_path, capsys)
-    args = ["train", *SYNTHETIC, "--resume", str(checkpoint), "--telemetry-dir", str(tmp_path)]
-    code, err = esper_here(args, capsys)
+    args = ["train", *SYNTHETIC, "--controller", "ppo", "--resume", str(checkpoint)]
+    code, err = esper_here([*args, "--telemetry-dir", str(tmp_path / "t")], capsys)
     assert code == 2
-    (line,) = err.strip().splitlines()
-    assert "controller='heuristic'" in line and "controller='ppo'" in line
+    assert err == (
+        f"esper: error: checkpoint {checkpoint} was made with --controller heuristic; "
+        "this command asks for --controller ppo\n"
+    )
+    assert not (tmp_path / "t").exists()
 
 
 @pytest.mark.parametrize(
@@ -337,9 +340,12 @@ def test_help_exits_0(tmp_path: Path) -> None:
         assert flag in train.stdout
 
 
-def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = esper_here([], capsys)
-    assert code == 2 and "required" in err
+def test_no_command_prints_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    assert out.startswith("usage: esper ")
+    assert "train" in out and "replay" in out
 
 
 # --- checkpoints ----------------------------------------------------------------------------

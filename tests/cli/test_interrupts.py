@@ -1,5 +1,6 @@
 """The signal flow of `esper train` (app/interrupts.py), with real signals sent to this
-process: what each phase does with Ctrl-C and SIGTERM, and the export wait they cut."""
+process: what each phase does with Ctrl-C and SIGTERM, and the export wait and the report
+they cut."""
 
 from __future__ import annotations
 
@@ -114,3 +115,47 @@ def test_an_error_of_the_shutdown_reaches_the_waiting_thread() -> None:
     stop = StopRequest()
     with stop.installed(), pytest.raises(RuntimeError, match="exporter broke"):
         stop.wait_for_export(failing)
+
+
+def test_a_signal_during_the_report_stops_it_once_and_sets_the_exit_code() -> None:
+    stop = StopRequest()
+    with stop.installed():
+        stop.start_training()
+        stop.flushing()
+        assert stop.wait_for_export(lambda: True) is True
+        send(signal.SIGINT)  # after the export, before the report: ignored
+        with pytest.raises(KeyboardInterrupt), stop.reporting():
+            send(signal.SIGINT)
+            raise AssertionError("the report went on after the signal")
+        send(signal.SIGTERM)  # once stopped, the summary is not cut short
+    assert stop.report_stopped_by == signal.SIGINT
+    assert stop.summary_lines() == []  # the export was whole
+    assert stop.exit_code(0) == 130 and stop.exit_code(3) == 130 and stop.exit_code(143) == 143
+
+
+def test_a_report_without_signals_keeps_the_runs_exit_code() -> None:
+    stop = StopRequest()
+    with stop.installed():
+        stop.start_training()
+        stop.flushing()
+        stop.wait_for_export(lambda: True)
+        with stop.reporting():
+            pass
+        send(signal.SIGINT)  # after the report: ignored
+    assert stop.report_stopped_by is None
+    assert stop.exit_code(0) == 0 and stop.exit_code(3) == 3
+
+
+def test_a_signal_that_cut_the_export_short_stops_the_report_before_it_starts() -> None:
+    stop = StopRequest()
+    with stop.installed():
+        stop.start_training()
+        stop.flushing()
+        send(signal.SIGTERM)  # noted while flushing: the export is skipped
+        stop.wait_for_export(lambda: True)
+        started = []
+        with pytest.raises(Terminated), stop.reporting():
+            started.append(1)
+    assert started == []
+    assert stop.report_stopped_by == signal.SIGTERM
+    assert stop.exit_code(0) == 143
