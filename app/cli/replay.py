@@ -13,6 +13,7 @@ from instrumentation.otel import (
     TelemetryConfigError,
     configure_opentelemetry,
 )
+from instrumentation.otel.console_warnings import warnings_below_the_bar
 from instrumentation.replay import LogReplayer
 from instrumentation.replay_input import (
     ReplayInputError,
@@ -22,6 +23,7 @@ from instrumentation.replay_input import (
 )
 
 
+@warnings_below_the_bar
 def replay_command(args: argparse.Namespace) -> int:
     try:
         log_sets = replay_log_sets(args.events)

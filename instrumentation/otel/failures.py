@@ -92,6 +92,12 @@ def attempt(ledger: SinkLedger) -> Iterator[ExportAttempt]:
         _current.attempt = previous
 
 
+def current_attempt() -> ExportAttempt | None:
+    """The export attempt running on the calling thread, if any."""
+    current: ExportAttempt | None = getattr(_current, "attempt", None)
+    return current
+
+
 def describe_error(error: BaseException) -> str:
     """A short, secret-free name for a connection error: the OS's reason when the
     message carries an errno (`connection refused`), else the error's type."""

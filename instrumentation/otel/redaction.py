@@ -12,7 +12,8 @@ included, in every retry warning. So:
   uses when none is configured, as in the CLI: a handler sees every record it prints,
   propagated ones included, whichever library logged it.
 
-A handler added after `protect_logging` ran is not covered; Esper adds none.
+A handler added after `protect_logging` ran is not covered; Esper's own
+(console_warnings.py) redacts what it prints itself.
 """
 
 from __future__ import annotations

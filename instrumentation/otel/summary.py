@@ -1,4 +1,5 @@
-"""The `export:` line of a run's summary (`esper train`, `esper replay`).
+"""The `export:` line of a run's summary (`esper train`, `esper replay`), and where the
+run's telemetry went over OTLP, for the summary's links (`otlp_targets`).
 
     export:    traces 812 spans sent, 96 lost (export failed: UNAVAILABLE);
                logs 2040 records sent, none lost;
@@ -12,9 +13,20 @@ configured (JSONL and console only)`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
-from instrumentation.otel.accounting import ExportReport, SinkReport, SpanLimitReport
+from opentelemetry.sdk.resources import SERVICE_NAME
+
+from app.plurals import counted
+from instrumentation.otel.accounting import (
+    METRICS_SINK,
+    TRACES_SINK,
+    ExportReport,
+    SinkReport,
+    SpanLimitReport,
+)
+from instrumentation.otel.session import OpenTelemetrySession
 
 LABEL = "  export:    "
 
@@ -46,16 +58,12 @@ def export_summary(report: ExportReport, prometheus: bool = False) -> str:
 
 def _sink_part(sink: SinkReport, report: ExportReport) -> str:
     name = sink.signal if sink.sink.startswith("otlp") else f"{sink.signal} to console"
-    part = f"{name} {_count(sink.sent, sink.unit)} sent, {_losses(sink.lost)}"
+    part = f"{name} {counted(sink.sent, sink.unit)} sent, {_losses(sink.lost)}"
     if sink.signal == "traces" and report.span_limits.total:
         part += f", span limits dropped {_limit_drops(report.span_limits)}"
     if sink.signal == "logs" and report.log_attributes:
-        part += f", log record limits dropped {_count(report.log_attributes, 'attribute')}"
+        part += f", log record limits dropped {counted(report.log_attributes, 'attribute')}"
     return part
-
-
-def _count(number: int, unit: str) -> str:
-    return f"{number} {unit}{'' if number == 1 else 's'}"
 
 
 def _losses(lost: Mapping[str, int]) -> str:
@@ -71,7 +79,7 @@ def _losses(lost: Mapping[str, int]) -> str:
 
 def _limit_drops(limits: SpanLimitReport) -> str:
     parts = [
-        _count(count, unit)
+        counted(count, unit)
         for count, unit in (
             (limits.events, "event"),
             (limits.attributes, "attribute"),
@@ -80,3 +88,22 @@ def _limit_drops(limits: SpanLimitReport) -> str:
         if count
     ]
     return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class OtlpTargets:
+    """Where a run's telemetry went: its `service.name`, and whether any span and any
+    metric export reached an OTLP endpoint (else a collector, Jaeger and Grafana never
+    saw them)."""
+
+    service_name: str
+    traces: bool
+    metrics: bool
+
+
+def otlp_targets(session: OpenTelemetrySession) -> OtlpTargets:
+    """Call it after the session's shutdown, when the counts are final."""
+    sent = {sink.sink for sink in session.export_report().sinks if sink.sent}
+    provider = session.tracer_provider
+    service = "" if provider is None else provider.resource.attributes.get(SERVICE_NAME, "")
+    return OtlpTargets(str(service), TRACES_SINK in sent, METRICS_SINK in sent)

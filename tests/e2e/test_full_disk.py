@@ -22,7 +22,7 @@ KIB = 1024
 # Eight batches of two environments: about a hundred events, 60 kB of log.
 RUN = ("--dataset", "synthetic", "--envs", "2", "--max-epochs", "4", "--episodes", "16")
 RUN += ("--no-progress",)
-LOSS_LINE = re.compile(r"  log loss:  (\d+) events not written to the event log \((.+)\)")
+LOSS_LINE = re.compile(r"  log loss:  (\d+) events? not written to the event log \((.+)\)")
 
 
 # `esper` in a process that left SIGXFSZ at the kernel's default, as an interpreter embedded

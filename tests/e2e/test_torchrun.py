@@ -268,7 +268,7 @@ def test_a_killed_rank_stops_the_others_within_bounds_naming_it(
     assert time.monotonic() - killed < 30
     report = run.stderr.split("Root Cause", 1)[1]
     assert "rank      : 1 (local_rank: 1)" in report and "SIGKILL" in report, run.stderr
-    assert "  ranks 1 sent no summary: their counts are left out" in run.stderr
+    assert "  rank 1 sent no summary: its counts are left out" in run.stderr
     # Rank 0 stopped, at torchrun's SIGTERM or at the broken exchange, whichever came
     # first, and flushed its log whole.
     stopped = ("esper: training terminated (SIGTERM)", "esper: training stopped: rank 0 of 2:")

@@ -20,6 +20,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.contracts.events import TelemetryEvent
+from app.plurals import counted
 from instrumentation.event_log import log_loss_lines
 from instrumentation.hub import TelemetryHub
 from instrumentation.jsonl_reader import log_files
@@ -113,7 +114,8 @@ def test_lines_still_waiting_at_close_are_lost_and_counted(tmpfs: Tmpfs) -> None
     assert sink.dropped == hub.emitted - len(kept)
     assert hub.sink_errors == {"jsonl": sink.dropped}
     assert log_loss_lines(hub.sinks) == [
-        f"  log loss:  {sink.dropped} events not written to the event log ({ENOSPC_TEXT})"
+        f"  log loss:  {counted(sink.dropped, 'event')} not written to the event log "
+        f"({ENOSPC_TEXT})"
     ]
 
 
