@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +22,21 @@ import torch
 from app.cli.config import resolve, show_config
 from app.cli.errors import INCOMPLETE_OUTPUT, UsageError
 from app.cli.progress import report_line, train_batches
+from app.cli.resume import load_resumed
+from app.cli.run_record import Ending, started_record, write_ended_record
 from app.cli.run_span import start_trainer
-from app.cli.startup import prepare
-from app.cli.summary import FinishedRun, RankTally, print_summary, tally
+from app.cli.startup import Prepared, prepare
+from app.cli.summary import FinishedRun, RankTally, events_by_type, print_summary, tally
+from app.cli.where_to_look import RunWindow
 from app.distributed.world import LostRankError, World, join, leave
 from app.interrupts import StopRequest, Terminated, interrupted_before_start
 from app.training.checkpoint import CheckpointError
+from app.training.checkpoint_config import checkpoint_identity
 from app.training.checkpoint_saver import CheckpointSaver
 from app.training.config import RunConfig
-from app.training.datasets import Dataset
 from app.training.vectorized import VectorizedTrainer
 from instrumentation.event_log import (
+    RunRecord,
     TelemetryDirError,
     discard_event_log,
     join_event_log,
@@ -46,13 +50,17 @@ from instrumentation.otel import (
     configure_opentelemetry,
     current_span_ids,
 )
+from instrumentation.otel.console_warnings import warnings_below_the_bar
+from instrumentation.report import ReportError, write_report
 from instrumentation.sinks import ConsoleSink, JsonlSink, TelemetrySink
 
 
+@warnings_below_the_bar
 def train_command(args: argparse.Namespace) -> int:
     if args.show_config:
-        # The configuration alone: no device, dataset or checkpoint is touched.
-        print(show_config(resolve(args)))
+        # The configuration alone: no device or dataset is touched, and a checkpoint to
+        # resume is only read.
+        print(show_config(resolve(args, load_resumed(args.resume) if args.resume else None)))
         return 0
     stop = StopRequest()
     with stop.installed():
@@ -64,7 +72,8 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def _start_and_run(args: argparse.Namespace, stop: StopRequest) -> int:
-    config, dataset, checkpoint = prepare(args)
+    prepared = prepare(args)
+    config = prepared.config
     torch.set_num_threads(args.threads)
     world = join(config.device, args.rank_timeout)
     try:
@@ -81,7 +90,7 @@ def _start_and_run(args: argparse.Namespace, stop: StopRequest) -> int:
         except TelemetryConfigError as error:
             raise UsageError(str(error)) from None
         try:
-            return _run(args, config, dataset, checkpoint, run_id, otel, stop, world)
+            return _run(args, prepared, run_id, otel, stop, world)
         finally:
             _export(stop, otel)
     finally:
@@ -107,35 +116,42 @@ def _export(stop: StopRequest, otel: OpenTelemetrySession) -> None:
 
 def _run(
     args: argparse.Namespace,
-    config: RunConfig,
-    dataset: Dataset,
-    checkpoint: dict[str, Any] | None,
+    prepared: Prepared,
     run_id: str,
     otel: OpenTelemetrySession,
     stop: StopRequest,
     world: World,
 ) -> int:
+    config, dataset, resumed = prepared.config, prepared.dataset, prepared.resumed
+    began_s = time.time()  # before the run's esper.run span opens
     if world.is_leader:
         trainer = start_trainer(config, dataset, run_id, world)
     else:
         trainer = VectorizedTrainer(config, dataset, run_id, world=world)
-    if checkpoint is not None:
+    if resumed is not None:
         try:
-            trainer.load_state_dict(checkpoint)
+            trainer.load_state_dict(resumed.state)
         except CheckpointError as error:
-            raise UsageError(f"checkpoint {args.resume}: {error}") from None
-    jsonl = _open_event_log(args, config, run_id, world)
+            raise UsageError(f"checkpoint {resumed.path}: {error}") from None
+    record = started_record(run_id, world.size, config, resumed) if world.is_leader else None
+    jsonl = _open_event_log(args, record, world)
     try:
         console = ConsoleSink(verbose=args.verbose) if world.is_leader else None
         hub = _hub(jsonl, console, otel, world)
-        saver = CheckpointSaver(args.save, report_line, world.is_leader) if args.save else None
+        saver = (
+            CheckpointSaver(
+                args.save, report_line, world.is_leader, checkpoint_identity(run_id, config)
+            )
+            if args.save
+            else None
+        )
     except BaseException:  # a start-up signal: a run that never started leaves nothing
         discard_event_log(jsonl)
         raise
     # From here a signal ends the run with its summary.
     stop.start_training()
     started = time.perf_counter()
-    status, exit_code = "failed", 1
+    ending = Ending("failed", 1)
     try:
         with installed(hub):
             try:
@@ -144,53 +160,100 @@ def _run(
             finally:
                 stop.flushing()  # closing the hub writes out the log and the console whole
         incomplete = jsonl.dropped or (saver is not None and saver.last_failed)
-        status, exit_code = "completed", INCOMPLETE_OUTPUT if incomplete else 0
+        ending = Ending("completed", INCOMPLETE_OUTPUT if incomplete else 0)
     except KeyboardInterrupt:
-        status, exit_code = "interrupted (Ctrl-C)", 130
+        ending = Ending("interrupted", 130, "Ctrl-C")
     except Terminated:
-        status, exit_code = "terminated (SIGTERM)", 143
+        ending = Ending("terminated", 143, "SIGTERM")
     except LostRankError as error:
-        status, exit_code = f"stopped: {error}", 1
+        ending = Ending("stopped", 1, str(error))
+    except Exception as error:
+        ending = Ending("failed", 1, f"{type(error).__name__}: {error}")
+        raise
     finally:
         wall_s = time.perf_counter() - started
+        window = RunWindow(began_s, time.time())
         # Before the summary, which counts losses; a signal now cuts the wait short.
         _export(stop, otel)
-        run = FinishedRun(status, run_id, wall_s, trainer, hub, jsonl.path, otel, stop, saver)
-        _summarize(run, world)
+        run = FinishedRun(
+            ending.summary_status,
+            run_id,
+            wall_s,
+            window,
+            trainer,
+            hub,
+            jsonl.path,
+            otel,
+            stop,
+            saver,
+        )
+        exit_code = _summarize(run, world, record, ending, write_html=args.report)
     return stop.exit_code(exit_code)
 
 
-def _summarize(run: FinishedRun, world: World) -> None:
-    """Rank 0 prints the summary of every rank that can still send its tally."""
+def _summarize(
+    run: FinishedRun, world: World, record: RunRecord | None, ending: Ending, write_html: bool
+) -> int:
+    """Rank 0 writes how the run ended over run.json, with the events of every rank that
+    can still send its tally, then the HTML report when `write_html`, and prints their
+    summary; the exit code."""
     tallies: list[RankTally | None] = [tally(run, world.rank)]
     try:
         tallies = world.gather(tallies[0], "sending the summary to rank 0")
     except LostRankError as error:
         print(f"esper: {error}", file=sys.stderr)
         if not world.is_leader:
-            return
+            return ending.exit_code
         tallies += [None] * (world.size - 1)
-    if world.is_leader:
-        found = [part for part in tallies if part is not None]
-        lost = [rank for rank, part in enumerate(tallies) if part is None]
-        print_summary(run, found, lost)
+    if record is None:
+        return ending.exit_code
+    found = [part for part in tallies if part is not None]
+    lost = [rank for rank, part in enumerate(tallies) if part is None]
+    run_dir = run.log_path.parent
+    events = events_by_type(found)
+    exit_code = write_ended_record(run_dir, record, ending, run.trainer.progress, events)
+    if write_html:
+        written = _write_report(run_dir, run.stop)
+        if written is None and exit_code == 0:
+            exit_code = INCOMPLETE_OUTPUT
+        run = replace(run, report=written)
+    print_summary(run, found, lost)
+    return exit_code
 
 
-def _open_event_log(
-    args: argparse.Namespace, config: RunConfig, run_id: str, world: World
-) -> JsonlSink:
-    """Rank 0 creates the run directory with its log and run.json, and the other ranks
-    open their own logs in it."""
+def _write_report(run_dir: Path, stop: StopRequest) -> str | None:
+    """The run's HTML report written in its directory: its path, size and events, or None after
+    one line saying why it was not (the summary then gives the command that writes it).
+    A signal stops it (`StopRequest.reporting`); whatever stops it leaves no file."""
+    try:
+        with stop.reporting():
+            print("esper: writing the report (Ctrl-C skips it)", file=sys.stderr)
+            result = write_report(run_dir)
+    except ReportError as error:
+        print(f"esper: report not written: {error}", file=sys.stderr)
+        return None
+    except (KeyboardInterrupt, Terminated) as interrupt:
+        verb = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"esper: report not written: {verb}", file=sys.stderr)
+        return None
+    except Exception as error:  # a defect in the report must not cost the run its summary
+        print(f"esper: report not written: {type(error).__name__}: {error}", file=sys.stderr)
+        return None
+    return result.describe()
+
+
+def _open_event_log(args: argparse.Namespace, record: RunRecord | None, world: World) -> JsonlSink:
+    """Rank 0 creates the run directory with its log and run.json (`record`, None on the
+    other ranks), and the other ranks open their own logs in it."""
     options: dict[str, Any] = {
         "context_provider": current_span_ids,
         "max_bytes": args.telemetry_max_bytes,
         "keep": args.telemetry_keep,
     }
     try:
-        if world.is_leader:
-            record = {"run_id": run_id, "processes": world.size, "config": asdict(config)}
+        if record is not None:
             rank = 0 if world.size > 1 else None
-            jsonl = start_event_log(args.telemetry_dir, record, rank=rank, **options)
+            jsonl = start_event_log(args.telemetry_dir, record.document(), rank=rank, **options)
             world.broadcast(jsonl.path.parent.name, "sending the run directory")
             return jsonl
         name = world.broadcast("", "receiving the run directory")
