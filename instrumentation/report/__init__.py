@@ -12,7 +12,7 @@ to install when it is missing.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,14 +66,16 @@ def write_report(path: Path, output: Path | None = None) -> ReportResult:
     target = output if output is not None else default_output(path)
     check_output(target, log_sets, run_file(path))
     record = read_recorded_run(path)
-    staged = _stage(target)
+    staged: Path | None = None
     try:
+        staged = _stage(target)
         folder = HistoryFold(record.episode_epochs())
         history = fold(read_run_events(log_sets, folder.on_error), folder)
         page = render(history, record, thresholds(record), path).encode("utf-8")
         _publish(page, staged, target)
     finally:
-        staged.unlink(missing_ok=True)
+        if staged is not None:
+            staged.unlink(missing_ok=True)
     first = history.unreadable_examples[0] if history.unreadable_examples else None
     return ReportResult(target, len(page), history.events, history.unreadable, first)
 
@@ -90,34 +92,26 @@ def _renderer() -> Callable[[RunHistory, RecordedRun, Thresholds, Path], str]:
 
 
 def _stage(target: Path) -> Path:
-    """An empty temporary file beside target: made before the log is read, so that an
-    unwritable output is found at once."""
+    """An empty temporary file beside target, with the mode the umask gives a new file:
+    made before the log is read, so that an unwritable output is found at once."""
     if target.is_dir():
         raise ReportError(f"cannot write report to {target}: it is a directory")
+    staged = target.with_name(f".{target.name}.{secrets.token_hex(8)}.partial")
     try:
-        descriptor, staged = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
-        )
+        os.close(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
     except OSError as error:
         raise ReportError(f"cannot write report to {target}: {reason(error)}") from None
-    os.close(descriptor)
-    return Path(staged)
+    return staged
 
 
 def _publish(page: bytes, staged: Path, target: Path) -> None:
-    """page written to the staged file, which then replaces target with the mode a new
-    file gets (the staged one was made private)."""
+    """page written to the staged file and flushed to the disk, which then replaces
+    target: a full disk fails here, never with a torn report in place."""
     try:
-        staged.write_bytes(page)
-        staged.chmod(0o666 & ~_umask())
+        with staged.open("wb") as file:
+            file.write(page)
+            file.flush()
+            os.fsync(file.fileno())
         staged.replace(target)
     except OSError as error:
         raise ReportError(f"cannot write report to {target}: {reason(error)}") from None
-
-
-def _umask() -> int:
-    """The process's umask. Reading it means setting it: for that moment it is 0o077, so
-    a file another thread makes meanwhile is private rather than open to all."""
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask

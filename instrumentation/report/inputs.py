@@ -55,8 +55,9 @@ def default_output(path: Path) -> Path:
 
 
 def run_file(path: Path) -> Path:
-    """The `run.json` of the run that path (a run directory or a log in it) belongs to."""
-    return (path if path.is_dir() else path.parent) / RUN_FILE_NAME
+    """The `run.json` of the run that path (a run directory or a log in it) belongs to;
+    beside the log itself when path is a link to it."""
+    return (path if path.is_dir() else path.resolve().parent) / RUN_FILE_NAME
 
 
 def check_output(target: Path, log_sets: list[list[Path]], record_file: Path) -> None:

@@ -137,3 +137,17 @@ def test_a_signal_while_the_report_is_made_leaves_nothing_behind(tmp_path: Path)
     assert report.returncode == 143, err
     assert (out, err) == ("", "esper: terminated while writing the report; nothing written\n")
     assert _files(run) == before
+
+
+def test_a_link_to_a_log_is_reported_with_the_run_json_beside_the_log(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "telemetry", two_batches())
+    link = tmp_path / "elsewhere" / "events.jsonl"
+    link.parent.mkdir()
+    link.symlink_to(run / "events.jsonl")
+    (link.parent / "run.json").write_text('{"run_id": "not-this-run"}')
+
+    result = write_report(link, tmp_path / "report.html")
+
+    page = result.path.read_text(encoding="utf-8")
+    assert "not-this-run" not in page and "report-test" in page
+    assert "From run.json" in page and "no run.json beside the log" not in page
