@@ -69,16 +69,19 @@ def signal_of(interrupt: BaseException) -> int:
 def interrupted_before_start(interrupt: BaseException, activity: str = "training") -> int:
     """Report a signal that arrived before `activity` started, in one line; the exit
     code."""
-    return stopped(interrupt, f"before {activity} started")
+    return announce_interrupt(interrupt, f"before {activity} started")
 
 
-def stopped(interrupt: BaseException, when: str) -> int:
+def announce_interrupt(interrupt: BaseException, when: str) -> int:
     """Report a signal that stopped a command, in one line (`esper: interrupted WHEN`,
     `terminated` for SIGTERM); the exit code."""
-    signum = signal_of(interrupt)
-    verb = "terminated" if signum == signal.SIGTERM else "interrupted"
-    print(f"esper: {verb} {when}", file=sys.stderr)
-    return EXIT_CODES[signal.Signals(signum)]
+    print(f"esper: {verb_of(interrupt)} {when}", file=sys.stderr)
+    return EXIT_CODES[signal.Signals(signal_of(interrupt))]
+
+
+def verb_of(interrupt: BaseException) -> str:
+    """ "terminated" for SIGTERM, "interrupted" for Ctrl-C."""
+    return "terminated" if signal_of(interrupt) == signal.SIGTERM else "interrupted"
 
 
 class _Outcome:

@@ -51,10 +51,10 @@ class _Parser(argparse.ArgumentParser):
             for action in self._actions
             if action.option_strings and action.default not in (None, argparse.SUPPRESS)
         ]
-        # argparse runs a string default through the option's `type` only when it finds
-        # that default in the namespace; the sentinel is there instead, so the default is
-        # filled in as it is, which is right only for options without such a pair.
-        assert not any(isinstance(a.default, str) and a.type is not None for a in tracked)
+        # The sentinel stands where argparse would find the default, which is right only
+        # for options that neither convert a string default (argparse runs it through
+        # `type` only when it finds it there) nor build on it (append, extend, count).
+        assert not any(_builds_on_default(action) for action in tracked)
         for action in tracked:
             setattr(namespace, action.dest, unset)
         parsed, extras = super().parse_known_args(args, namespace)
@@ -69,6 +69,13 @@ class _Parser(argparse.ArgumentParser):
                 given.add(action.dest)
         parsed.given = frozenset(given)
         return parsed, extras
+
+
+def _builds_on_default(action: argparse.Action) -> bool:
+    accumulates = (argparse._AppendAction, argparse._ExtendAction, argparse._CountAction)
+    return isinstance(action, accumulates) or (
+        isinstance(action.default, str) and action.type is not None
+    )
 
 
 class _DefaultsShown(argparse.HelpFormatter):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.cli.errors import UsageError
-from app.interrupts import Terminated, raise_for, stopped
+from app.interrupts import Terminated, announce_interrupt, raise_for
 from app.plurals import counted
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def report_command(args: argparse.Namespace) -> int:
     try:
         result = _write(args.path, args.output)
     except (KeyboardInterrupt, Terminated) as interrupt:
-        return stopped(interrupt, "while writing the report; nothing written")
+        return announce_interrupt(interrupt, "while writing the report; nothing written")
     finally:
         signal.signal(signal.SIGTERM, previous)
     if result.unreadable:

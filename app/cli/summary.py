@@ -87,7 +87,7 @@ class FinishedRun:
     otel: OpenTelemetrySession
     stop: StopRequest
     saver: CheckpointSaver | None
-    report: str | None = None  # the HTML report written at the end: path and size
+    report: str | None = None  # the HTML report written at the end, in a line
 
 
 def print_summary(run: FinishedRun, tallies: list[RankTally], lost: list[int]) -> None:

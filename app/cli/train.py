@@ -29,7 +29,7 @@ from app.cli.startup import Prepared, prepare
 from app.cli.summary import FinishedRun, RankTally, events_by_type, print_summary, tally
 from app.cli.where_to_look import RunWindow
 from app.distributed.world import LostRankError, World, join, leave
-from app.interrupts import StopRequest, Terminated, interrupted_before_start
+from app.interrupts import StopRequest, Terminated, interrupted_before_start, verb_of
 from app.training.checkpoint import CheckpointError
 from app.training.checkpoint_config import checkpoint_identity
 from app.training.checkpoint_saver import CheckpointSaver
@@ -176,16 +176,16 @@ def _run(
         # Before the summary, which counts losses; a signal now cuts the wait short.
         _export(stop, otel)
         run = FinishedRun(
-            ending.summary_status,
-            run_id,
-            wall_s,
-            window,
-            trainer,
-            hub,
-            jsonl.path,
-            otel,
-            stop,
-            saver,
+            status=ending.summary_status,
+            run_id=run_id,
+            wall_s=wall_s,
+            window=window,
+            trainer=trainer,
+            hub=hub,
+            log_path=jsonl.path,
+            otel=otel,
+            stop=stop,
+            saver=saver,
         )
         exit_code = _summarize(run, world, record, ending, write_html=args.report)
     return stop.exit_code(exit_code)
@@ -233,8 +233,7 @@ def _write_report(run_dir: Path, stop: StopRequest) -> str | None:
         print(f"esper: report not written: {error}", file=sys.stderr)
         return None
     except (KeyboardInterrupt, Terminated) as interrupt:
-        verb = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
-        print(f"esper: report not written: {verb}", file=sys.stderr)
+        print(f"esper: report not written: {verb_of(interrupt)}", file=sys.stderr)
         return None
     except Exception as error:  # a defect in the report must not cost the run its summary
         print(f"esper: report not written: {type(error).__name__}: {error}", file=sys.stderr)

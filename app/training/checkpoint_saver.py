@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.plurals import counted
 from app.training.checkpoint import save_checkpoint
 
 
@@ -66,8 +67,7 @@ class CheckpointSaver:
             saved = "not saved: no batch completed"
         failed = ""
         if self.failures:
-            saves = "save" if self.failures == 1 else "saves"
-            failed = f", {self.failures} {saves} failed ({self.last_error})"
+            failed = f", {counted(self.failures, 'save')} failed ({self.last_error})"
         return f"  checkpoint: {self.path}, {saved}{failed}"
 
 
