@@ -63,6 +63,9 @@ class Run:
         return found
 
 
+FAILED_WITH = re.compile(r"export failed: (HTTP \d+|[A-Z_]+)")
+
+
 def train(tmp_path: Path, otel: dict[str, str] | None = None) -> Run:
     done = train_to_the_end(ARGS, tmp_path / "t", otel)
     assert done.returncode == 0, done.stderr
@@ -114,11 +117,15 @@ def test_a_collector_answering_unavailable_is_reported(
         receiver.stop()
     assert receiver.attempts["traces"] >= 1 and not receiver.spans()
     assert receiver.attempts["logs"] >= 1 and not receiver.log_records()
-    assert run.export() == (
-        f"traces 0 spans sent, {SPANS} lost (export failed: {status}); "
-        f"logs 0 records sent, {run.jsonl_lines()} lost (export failed: {status}); "
-        f"metrics 0 exports sent, 1 lost (export failed: {status})"
-    )
+    parts = run.parts()
+    counts = {name: (part.sent, part.lost) for name, part in parts.items()}
+    assert counts == {"traces": (0, SPANS), "logs": (0, run.jsonl_lines()), "metrics": (0, 1)}
+    # A loaded machine can let a gRPC call outlast the 1 s deadline set here; the summary
+    # then reports that answer, DEADLINE_EXCEEDED, as it came.
+    answers = {status, "DEADLINE_EXCEEDED"} if protocol == "grpc" else {status}
+    reported = [set(FAILED_WITH.findall(part.reasons)) for part in parts.values()]
+    assert all(found and found <= answers for found in reported), run.export()
+    assert any(status in found for found in reported), run.export()
 
 
 @pytest.mark.slow
