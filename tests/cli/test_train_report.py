@@ -5,17 +5,16 @@ the summary and run.json follow, and a completed run then exits 3."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from filesystems import mounted_tmpfs
+from report_logs import long_run_log
 from run_files import run_dir, run_json
 from signalled_runs import Cue, signalled_after_first_update, signalled_at
 
@@ -26,7 +25,6 @@ from app.interrupts import StopRequest
 SYNTHETIC = ("--dataset", "synthetic", "--envs", "2", "--episodes", "2", "--max-epochs", "3")
 ENDLESS = ("--dataset", "synthetic", "--envs", "2", "--max-epochs", "3", "--episodes", "100000")
 WRITING = "esper: writing the report (Ctrl-C skips it)"
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "report.py"
 
 
 def train_here(telemetry_dir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -150,16 +148,6 @@ def test_a_run_stopped_by_ctrl_c_still_writes_its_report(tmp_path: Path) -> None
     assert named_in_summary(report, err)
 
 
-def _benchmark() -> ModuleType:
-    """benchmarks/report.py, whose `events_log` writes a long run's log."""
-    spec = importlib.util.spec_from_file_location("report_benchmark", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "verb"),
@@ -174,7 +162,7 @@ def test_a_signal_while_the_report_is_written_stops_it_and_the_summary_follows(
     def a_long_history() -> None:
         # The older rotated log of a long run, which the report reads too: it then takes
         # seconds, and the signal sent on its first line finds it under way.
-        made = _benchmark().events_log(tmp_path / "made", 30_000)
+        made = long_run_log(tmp_path / "made", 30_000)
         shutil.copy(made / "events.jsonl", run_dir(telemetry_dir) / "events.jsonl.1")
 
     args = [*ENDLESS, "--no-progress", "--telemetry-dir", str(telemetry_dir), "--report"]

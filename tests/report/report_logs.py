@@ -1,12 +1,17 @@
 """Event logs for the report's tests, written by the project's own JsonlSink: a small run
 of two environments and two batches whose swimlane, anomalies and batches are known, in
-one file, rotated, or split between two ranks; and the report folded from a path."""
+one file, rotated, or split between two ranks; the report folded from a path; and a long
+run's log, as `benchmarks/report.py` makes it."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from app.contracts.events import EventType, Severity, TelemetryEvent
@@ -16,6 +21,7 @@ from instrumentation.report.history import HistoryFold, RunHistory, fold
 from instrumentation.report.inputs import read_recorded_run, report_log_sets
 from instrumentation.sinks.jsonl import JsonlSink
 
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "report.py"
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 EPISODE_EPOCHS = 5
 RUN_RECORD = {"run_id": "report-test", "processes": 1, "config": {"max_epochs": EPISODE_EPOCHS}}
@@ -193,3 +199,20 @@ def folded(path: Path) -> RunHistory:
     record = read_recorded_run(path)
     folder = HistoryFold(record.episode_epochs())
     return fold(read_run_events(report_log_sets(path), folder.on_error), folder)
+
+
+def long_run_log(directory: Path, events: int) -> Path:
+    """A run directory in `directory` whose log holds `events` events in a default run's
+    proportions (`benchmarks/report.py`)."""
+    run: Path = _benchmark().events_log(directory, events)
+    return run
+
+
+@functools.cache
+def _benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("report_benchmark", BENCHMARK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -4,34 +4,21 @@ events costs a few times what reading them costs, whatever the machine
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from report_logs import long_run_log
 
 from instrumentation.jsonl_reader import read_run_events, run_log_sets
 from instrumentation.report import write_report
-
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "report.py"
-
-
-def _benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("report_benchmark", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_a_100k_event_log_is_reported_in_time_proportional_to_reading_it(
     tmp_path: Path,
 ) -> None:
-    run = _benchmark().events_log(tmp_path, 100_000)
+    run = long_run_log(tmp_path, 100_000)
 
     started = time.perf_counter()
     assert sum(1 for _ in read_run_events(run_log_sets(run))) == 100_000
