@@ -22,7 +22,7 @@ class Cue:
     before: Callable[[], None] | None = None
 
 
-def _default_sigint() -> None:
+def default_sigint() -> None:
     # A child of a non-interactive shell's background job inherits SIGINT ignored.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -48,7 +48,7 @@ def signalled_at(args: list[str], cwd: Path, cues: Sequence[Cue]) -> tuple[int, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
     lines: list[str] = []
     errors: list[BaseException] = []

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 from helpers import PPO_FIELDS, read_log
+from signalled_runs import signalled_after_first_update
 
 from app.cli import main
 from app.contracts.events import RECORD_KEYS, EventType, Severity, TelemetryEvent
@@ -383,12 +383,6 @@ def test_resume_continues_batch_numbers_where_the_saved_run_stopped(
 # --- signals --------------------------------------------------------------------------------
 
 
-def _default_sigint() -> None:
-    # A child started from a non-interactive shell's background job inherits SIGINT
-    # ignored, and Python then never raises KeyboardInterrupt.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "code", "status"),
@@ -399,37 +393,9 @@ def test_signal_stops_the_run_with_a_summary_and_a_complete_log(
     tmp_path: Path, signum: signal.Signals, code: int, status: str
 ) -> None:
     telemetry_dir = tmp_path / "t"
-    args = ["train", *SYNTHETIC, "--episodes", "100000", "--telemetry-dir", str(telemetry_dir)]
-    child = subprocess.Popen(
-        [sys.executable, "-m", "app", *args],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,
-    )
-    lines: list[str] = []
-    first_update = threading.Event()
-
-    def read() -> None:
-        assert child.stderr is not None
-        for line in child.stderr:
-            lines.append(line)
-            if line.startswith("ppo update"):
-                first_update.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert first_update.wait(timeout=120), "".join(lines)
-        child.send_signal(signum)
-        assert child.wait(timeout=60) == code, "".join(lines)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    reader.join(timeout=10)
-    err = "".join(lines)
+    args = [*SYNTHETIC, "--episodes", "100000", "--telemetry-dir", str(telemetry_dir)]
+    exit_code, err = signalled_after_first_update(args, tmp_path, signum)
+    assert exit_code == code, err
 
     assert f"esper: training {status}" in err
     log = only_log(telemetry_dir)
@@ -438,7 +404,7 @@ def test_signal_stops_the_run_with_a_summary_and_a_complete_log(
     # The first batch's epochs were all emitted before the update the console showed.
     assert len(of_type(records, EventType.EPOCH_COMPLETED)) >= 2 * 3
     # The log is written before the console: every update the user saw is in it.
-    shown = sum(line.startswith("ppo update") for line in lines)
+    shown = sum(line.startswith("ppo update") for line in err.splitlines())
     assert len(of_type(records, EventType.PPO_UPDATE_COMPLETED)) >= shown >= 1
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from signalled_runs import default_sigint
 
 CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 
@@ -33,11 +34,6 @@ def write_cifar(root: Path, per_file: int) -> Path:
     return folder
 
 
-def _default_sigint() -> None:
-    # A child of a non-interactive shell's background job inherits SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "app", "train", *args],
@@ -46,7 +42,7 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
 
 
